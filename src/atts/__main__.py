@@ -1,0 +1,7 @@
+"""`python -m atts` is the `atts` command."""
+
+import sys
+
+from atts.cli.main import main
+
+sys.exit(main())

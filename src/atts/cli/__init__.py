@@ -1,0 +1,1 @@
+"""The command line: `atts run`, `atts calibrate`, `atts models`, `atts report`."""

@@ -1,0 +1,58 @@
+"""The `atts` command: one argparse parser, one module per command group.
+
+Each command module exposes ``register(subparsers)``; its handler returns the exit code.  A
+``ValueError`` (bad input: configuration, data, run folder, bank) is printed as one clear line
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+import atts
+
+COMMAND_MODULES = (
+    "atts.cli.run_cmd",
+    "atts.cli.calibrate_cmd",
+    "atts.cli.models_cmd",
+    "atts.cli.report_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atts",
+        description="Asynchronous, conformally calibrated test-time scaling of LLM reasoning.",
+    )
+    parser.add_argument("--version", action="version", version=f"atts {atts.__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:
+                continue  # a command group not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("\natts: interrupted; finished samples are saved, run the same command to resume",
+              file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        print(f"atts {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The one configuration object of a run, and how it is built from flags and YAML recipes.
+
+Configuration flows one way: defaults < YAML recipe < ``--set key=value`` overrides < explicit
+flags, into a frozen ``RunConfig`` that is validated once, recorded in ``manifest.json``, and
+passed explicitly to everything that needs it.  A recipe holds only overrides of the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from atts.conformal import min_bank_size
+
+STRATEGIES = ("atts", "sync", "target_only", "draft_only")
+CALIBRATIONS = ("question", "marginal", "file")
+ENGINES = ("llama_cpp", "transformers", "fake")
+FORCE_AUTHORS = ("target", "draft", "none")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # What to solve.
+    dataset: str = "gsm8k"
+    limit: int | None = 5
+    offset: int = 0
+    ids: tuple[str, ...] = ()
+    samples: int = 4  # N: parallel samples per question
+
+    # How to solve it.
+    strategy: str = "atts"
+    alpha: float = 0.25  # reject (hand to the target) iff p <= alpha
+    alpha_discard: float = 0.0  # regenerate instead of continue iff p <= alpha_discard
+    sync_budget: int = 1  # sync: the B worst-scored steps of each round go to the target
+
+    # Calibration (ATTS.md section 3).
+    calibration: str = "question"  # question | marginal | file
+    calibration_m: int = 4  # question: first steps drafted and scored per question
+    warmup: int = 8  # marginal: scores pooled before the first decision
+    calibration_file: str | None = None
+    grow_bank: bool = False  # add every scored draft step to the bank as the run goes on
+
+    # Models and engines.
+    engine: str = "llama_cpp"
+    draft: str = "qwen2.5-coder-0.5b"
+    target: str = "qwen2.5-coder-1.5b"
+    n_ctx: int = 4096
+    draft_threads: int = 1
+    target_threads: int = 1
+    draft_concurrency: int = 2  # requests in flight per engine
+    target_concurrency: int = 2
+    max_active_samples: int = 8  # samples in flight at once (bounds KV memory and lost work)
+
+    # Steps and rounds (ATTS.md section 2).
+    draft_tokens: int = 160  # K_d
+    target_tokens: int = 160  # K_t
+    rounds: int = 12  # T
+    min_rounds: int = 0  # answer earlier than this -> append "Wait" and go on
+    force_answer: str = "target"  # who completes a forced final answer when T runs out
+    temperature: float = 0.8
+    top_p: float = 0.95
+    step_stop: str = "\n\n"
+
+    # Robustness and reproducibility.
+    seed: int = 0
+    max_retries: int = 3
+    retry_backoff: float = 0.5  # seconds; doubles per retry, with jitter
+
+    def __post_init__(self) -> None:
+        _check(self.strategy in STRATEGIES, "strategy", f"choose one of {', '.join(STRATEGIES)}")
+        _check(
+            self.calibration in CALIBRATIONS,
+            "calibration",
+            f"choose one of {', '.join(CALIBRATIONS)}",
+        )
+        _check(self.engine in ENGINES, "engine", f"choose one of {', '.join(ENGINES)}")
+        _check(
+            self.force_answer in FORCE_AUTHORS,
+            "force_answer",
+            f"choose one of {', '.join(FORCE_AUTHORS)}",
+        )
+        _check(0 < self.alpha < 1, "alpha", f"must lie in (0, 1), got {self.alpha}")
+        _check(
+            0 <= self.alpha_discard <= self.alpha,
+            "alpha_discard",
+            f"must satisfy 0 <= alpha_discard <= alpha ({self.alpha}), got {self.alpha_discard}",
+        )
+        for key in (
+            "samples", "rounds", "draft_tokens", "target_tokens", "calibration_m", "n_ctx",
+            "draft_threads", "target_threads", "draft_concurrency", "target_concurrency",
+            "max_active_samples",
+        ):
+            value = getattr(self, key)
+            _check(value >= 1, key, f"must be >= 1, got {value}")
+        _check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 (or unset)")
+        _check(self.offset >= 0, "offset", f"must be >= 0, got {self.offset}")
+        _check(self.warmup >= 1, "warmup", f"must be >= 1, got {self.warmup}")
+        _check(0 <= self.min_rounds <= self.rounds, "min_rounds", "must lie in [0, rounds]")
+        _check(0 <= self.sync_budget <= self.samples, "sync_budget", "must lie in [0, samples]")
+        _check(self.temperature >= 0, "temperature", "must be >= 0")
+        _check(0 < self.top_p <= 1, "top_p", "must lie in (0, 1]")
+        _check(self.max_retries >= 0, "max_retries", "must be >= 0")
+        _check(bool(self.step_stop), "step_stop", "must be a non-empty string such as '\\n\\n'")
+        if self.calibration == "file":
+            _check(
+                self.calibration_file is not None,
+                "calibration_file",
+                "calibration=file needs --calibration-file PATH (made by `atts calibrate`)",
+            )
+        if self.strategy == "atts" and self.calibration == "question":
+            needed = min_bank_size(self.alpha) + 1  # leave-one-out: n = m - 1 scores remain
+            _check(
+                self.calibration_m >= needed,
+                "calibration_m",
+                f"alpha={self.alpha} needs at least {needed} calibration steps per question "
+                f"(n + 1 >= 1/alpha with one left out); raise calibration_m or alpha",
+            )
+        if self.strategy == "atts" and self.calibration == "marginal":
+            needed = min_bank_size(self.alpha) + 1
+            _check(
+                self.warmup >= needed,
+                "warmup",
+                f"alpha={self.alpha} needs a warm-up of at least {needed} scores; raise warmup",
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown configuration key(s): {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(known))}"
+            )
+        coerced = {key: _coerce(key, known[key].type, value) for key, value in values.items()}
+        return cls(**coerced)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return RunConfig.from_mapping({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["ids"] = list(self.ids)
+        return data
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe: a flat mapping of configuration keys to values."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"recipe {file} does not exist; pass the path of a YAML file")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {file} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {file} must be a mapping of key: value, got {type(data)}")
+    return data
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs; values are read as YAML scalars (``0.1``, ``true``, ``null``)."""
+    import yaml
+
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        result[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw else ""
+    return result
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid {key}: {message}")
+
+
+def _coerce(key: str, annotation: Any, value: Any) -> Any:
+    text = str(annotation)
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"invalid {key}: a value is required")
+    try:
+        if text.startswith("tuple"):
+            if isinstance(value, str):
+                return tuple(v for v in value.split(",") if v)
+            return tuple(str(v) for v in value)
+        if text.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if text.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if text.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid {key}: cannot read {value!r} as {text}") from err

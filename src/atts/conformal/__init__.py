@@ -1,0 +1,41 @@
+"""atts.conformal: the conformal core. Nonconformity scores in, p-values and decisions out.
+
+No model code lives here (numpy only), so everything can be tested on plain scores.
+
+- `pvalue`: split-conformal p-values over a sorted bank (ATTS.md section 3) and the guards;
+- `decision`: `Decision`, `Thresholds` (ordinal levels, section 4) and `alpha_for_budget`;
+- `bank`: `CalibrationBank`, `BankSnapshot`, `BankSet` (marginal / question / round strata),
+  copy-on-write so concurrent tasks and threads always decide on a consistent snapshot;
+- `persistence`: `save_bank` / `load_bank` with a fingerprint of models, prompt and settings.
+"""
+
+from atts.conformal.bank import BANK_MODES, BankKey, BankSet, BankSnapshot, CalibrationBank
+from atts.conformal.decision import Decision, Thresholds, alpha_for_budget
+from atts.conformal.persistence import (
+    BankMismatchError,
+    fingerprint_digest,
+    load_bank,
+    make_fingerprint,
+    save_bank,
+)
+from atts.conformal.pvalue import check_bank_size, min_bank_size, p_value, p_value_sorted
+
+__all__ = [
+    "BANK_MODES",
+    "BankKey",
+    "BankMismatchError",
+    "BankSet",
+    "BankSnapshot",
+    "CalibrationBank",
+    "Decision",
+    "Thresholds",
+    "alpha_for_budget",
+    "check_bank_size",
+    "fingerprint_digest",
+    "load_bank",
+    "make_fingerprint",
+    "min_bank_size",
+    "p_value",
+    "p_value_sorted",
+    "save_bank",
+]

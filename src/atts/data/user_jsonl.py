@@ -1,0 +1,120 @@
+"""User datasets: any JSON Lines file, named ``jsonl:PATH``, with a field mapping.
+
+The mapping comes from a query string on the name, from the ``fields`` argument of
+``load_dataset``, or both (a key given twice must agree)::
+
+    jsonl:problems.jsonl                                # fields "question"/"problem", "answer"
+    jsonl:data/x.jsonl?question=prompt&answer=target&id=uid&name=mybench
+    jsonl:train.jsonl?answer=solution&format=boxed      # gold = last \\boxed{} of "solution"
+
+Keys: ``question`` (default: the first of "question", "problem" present), ``answer``
+(default "answer"), ``id`` (default: the 0-based line number), ``name`` (the dataset name,
+default the file's stem; it also picks the grading rules: gsm8k*, aime*, amc*, else MATH),
+``format``: how to read the answer field, ``plain`` (default), ``gsm8k`` (the number after
+``####``) or ``boxed`` (the last ``\\boxed{}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from atts.data.problem import (
+    DatasetError,
+    Problem,
+    gold_boxed,
+    gold_gsm8k,
+    gold_scalar,
+    read_jsonl,
+    require_field,
+)
+
+PREFIX = "jsonl:"
+_FORMATS = {"plain": gold_scalar, "gsm8k": gold_gsm8k, "boxed": gold_boxed}
+_KEYS = ("question", "answer", "id", "name", "format")
+_QUESTION_DEFAULTS = ("question", "problem")
+
+
+@dataclass(frozen=True)
+class JsonlSpec:
+    """A parsed ``jsonl:PATH?...`` name: the file and how to read its records."""
+
+    path: Path
+    question: str | None = None
+    answer: str = "answer"
+    id: str | None = None
+    name: str | None = None
+    format: str = "plain"
+
+    @property
+    def dataset(self) -> str:
+        return self.name or self.path.stem
+
+
+def parse_spec(name: str, fields: Mapping[str, str] | None = None) -> JsonlSpec:
+    """Split ``jsonl:PATH?k=v&...`` and merge ``fields``; unknown or conflicting keys raise."""
+    if not name.startswith(PREFIX):
+        raise DatasetError(f"a user dataset is named {PREFIX}PATH, got {name!r}")
+    path_text, _, query = name[len(PREFIX):].partition("?")
+    if not path_text:
+        raise DatasetError(f"{name!r}: give the file after '{PREFIX}', e.g. jsonl:problems.jsonl")
+    try:
+        mapping = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError as err:
+        raise DatasetError(f"{name!r}: write the field mapping as ?key=value&key=value") from err
+    for key, value in (fields or {}).items():
+        if key in mapping and mapping[key] != value:
+            raise DatasetError(
+                f"field {key!r} is {mapping[key]!r} in the name but {value!r} in fields; "
+                "give it once"
+            )
+        mapping[key] = value
+    unknown = sorted(set(mapping) - set(_KEYS))
+    if unknown:
+        raise DatasetError(f"unknown field key(s) {unknown} for {name!r}; valid keys: {_KEYS}")
+    fmt = mapping.get("format", "plain")
+    if fmt not in _FORMATS:
+        raise DatasetError(f"format={fmt!r} is not one of {sorted(_FORMATS)}")
+    return JsonlSpec(
+        path=Path(path_text).expanduser(),
+        question=mapping.get("question"),
+        answer=mapping.get("answer", "answer"),
+        id=mapping.get("id"),
+        name=mapping.get("name"),
+        format=fmt,
+    )
+
+
+def load_jsonl(spec: JsonlSpec) -> list[Problem]:
+    """Read every record of the file named by ``spec`` into a ``Problem``."""
+    source = str(spec.path)
+    try:
+        text = spec.path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise DatasetError(f"cannot read dataset file {source}: {err.strerror or err}") from err
+    dataset = spec.dataset
+    to_gold = _FORMATS[spec.format]
+    seen: dict[str, int] = {}
+    out = []
+    for index, (lineno, record) in enumerate(read_jsonl(text.splitlines(), source)):
+        question_field = spec.question or next(
+            (f for f in _QUESTION_DEFAULTS if f in record), _QUESTION_DEFAULTS[0]
+        )
+        question = require_field(record, question_field, source, lineno)
+        raw_answer = require_field(record, spec.answer, source, lineno)
+        try:
+            gold = to_gold(raw_answer if spec.format == "plain" else str(raw_answer))
+        except ValueError as err:
+            raise DatasetError(f"{source}, line {lineno}: {err}") from err
+        key = str(require_field(record, spec.id, source, lineno)) if spec.id else str(index)
+        if key in seen:
+            raise DatasetError(
+                f"{source}, line {lineno}: id {key!r} already used on line {seen[key]}; "
+                "ids must be unique"
+            )
+        seen[key] = lineno
+        out.append(Problem(id=f"{dataset}/{key}", dataset=dataset, question=str(question),
+                           gold=gold))
+    return out

@@ -1,0 +1,160 @@
+"""A scripted fake engine for tests: preset steps and scores, controllable latency per call.
+
+It tokenises by characters (one token per character, ``ord``), so token counts are exact and
+readable.  Behaviour comes from three callables, each given a ``FakeCall`` (the prompt text, the
+step text for scoring, the sampling parameters):
+
+- ``step``: the text of the next step (``generate``);
+- ``score``: the mean log-probability of a step (``score``); every step token gets that value,
+  so the step's perplexity is ``exp(-value)``;
+- ``delay``: seconds to sleep before answering (``asyncio.sleep``: it yields, like a real engine
+  waiting on its worker thread).
+
+It records every call and the peak number of calls in flight, so tests can check concurrency
+limits and scheduling.  It can also be told to fail the next k calls (to test retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from atts.engines.base import (
+    ChatMessage,
+    ContextOverflowError,
+    EngineInfo,
+    EngineUnavailableError,
+    FinishReason,
+    Generation,
+    SamplingParams,
+    StepScore,
+)
+
+_IM_START, _IM_END = "<|im_start|>", "<|im_end|>"
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    kind: str  # "generate" | "score"
+    prompt: str
+    step: str = ""
+    params: SamplingParams | None = None
+    started: float = 0.0
+    finished: float = 0.0
+
+
+def _default_step(call: FakeCall) -> str:
+    return "The answer is \\boxed{42}.\n\n"
+
+
+def _default_score(call: FakeCall) -> float:
+    return -1.0
+
+
+def _no_delay(call: FakeCall) -> float:
+    return 0.0
+
+
+class FakeEngine:
+    def __init__(
+        self,
+        name: str = "fake",
+        *,
+        step: Callable[[FakeCall], str] = _default_step,
+        score: Callable[[FakeCall], float] = _default_score,
+        delay: Callable[[FakeCall], float] = _no_delay,
+        context_length: int = 1_000_000,
+    ) -> None:
+        self._name = name
+        self._step = step
+        self._score = score
+        self._delay = delay
+        self._context_length = context_length
+        self.calls: list[FakeCall] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.failures_left = 0
+        self.closed = False
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            backend="fake", model=self._name, context_length=self._context_length, vocab_size=0
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return "".join(chr(t) for t in token_ids)
+
+    def render_chat(
+        self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True
+    ) -> list[int]:
+        text = "".join(f"{_IM_START}{m.role}\n{m.content}{_IM_END}\n" for m in messages)
+        if add_generation_prompt:
+            text += f"{_IM_START}assistant\n"
+        return self.tokenize(text)
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+        prompt = self.detokenize(prompt_ids)
+        call = FakeCall("generate", prompt, params=params)
+        started = await self._enter(call, len(prompt_ids) + params.max_tokens)
+        try:
+            text = self._step(call)
+            finish: FinishReason = "stop"
+            if len(text) > params.max_tokens:
+                text, finish = text[: params.max_tokens], "length"
+            elif text.endswith(_IM_END):
+                text, finish = text[: -len(_IM_END)], "eos"
+        finally:
+            self._leave(call, started)
+        ids = tuple(self.tokenize(text))
+        return Generation(
+            ids, text, finish, prompt_tokens=len(prompt_ids), seconds=time.monotonic() - started
+        )
+
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
+        if not prefix_ids or not step_ids:
+            raise ValueError("score needs a non-empty prefix and a non-empty step")
+        call = FakeCall("score", self.detokenize(prefix_ids), step=self.detokenize(step_ids))
+        started = await self._enter(call, len(prefix_ids) + len(step_ids))
+        try:
+            value = float(self._score(call))
+        finally:
+            self._leave(call, started)
+        return StepScore(
+            tuple([value] * len(step_ids)), cached_tokens=len(prefix_ids),
+            seconds=time.monotonic() - started,
+        )
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def _enter(self, call: FakeCall, tokens: int) -> float:
+        if tokens > self._context_length:
+            raise ContextOverflowError(
+                f"{tokens} tokens exceed the context of {self._context_length}"
+            )
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        started = time.monotonic()
+        try:
+            delay = self._delay(call)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.failures_left > 0:
+                self.failures_left -= 1
+                raise EngineUnavailableError(f"{self._name}: scripted failure")
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        return started
+
+    def _leave(self, call: FakeCall, started: float) -> None:
+        self.in_flight -= 1
+        self.calls.append(
+            FakeCall(call.kind, call.prompt, call.step, call.params, started, time.monotonic())
+        )

@@ -1,0 +1,1 @@
+"""The ATTS pipeline: one sample's rounds of steps, the strategies, and online calibration."""

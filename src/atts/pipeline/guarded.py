@@ -1,0 +1,95 @@
+"""One engine behind one concurrency limit and one retry policy: the only place for both.
+
+Every model call of a run goes through a ``GuardedEngine``.  The semaphore is the only wait the
+asynchronous runner imposes (ATTS.md section 5: "the only waits are for engine capacity").
+Transient failures (``EngineUnavailableError``, timeouts, connection errors) are retried with
+exponential backoff and jitter; anything else (a context overflow, bad input) fails at once.
+The counters let the runner report retries and peak concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from atts.engines.base import (
+    ContextOverflowError,
+    Engine,
+    EngineError,
+    EngineInfo,
+    EngineUnavailableError,
+    Generation,
+    SamplingParams,
+    StepScore,
+)
+
+T = TypeVar("T")
+TRANSIENT = (EngineUnavailableError, TimeoutError, ConnectionError)
+
+
+class GuardedEngine:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        concurrency: int,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.engine = engine
+        self._slots = asyncio.Semaphore(concurrency)
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._rng = rng or random.Random(0)
+        self.retries = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    @property
+    def info(self) -> EngineInfo:
+        return self.engine.info
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.engine.tokenize(text)
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self.engine.detokenize(token_ids)
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+        return await self._call(lambda: self.engine.generate(prompt_ids, params))
+
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
+        return await self._call(lambda: self.engine.score(prefix_ids, step_ids))
+
+    async def _call(self, make_call: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            async with self._slots:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    return await make_call()
+                except ContextOverflowError:
+                    raise
+                except TRANSIENT as err:
+                    if attempt >= self._max_retries:
+                        raise EngineUnavailableError(
+                            f"{self.engine.info.model}: gave up after {attempt + 1} attempts: "
+                            f"{err}"
+                        ) from err
+                except EngineError:
+                    raise
+                finally:
+                    self.in_flight -= 1
+            # Back off outside the semaphore so a failing call does not hold capacity.
+            delay = min(self._max_backoff, self._backoff * 2**attempt)
+            attempt += 1
+            self.retries += 1
+            await asyncio.sleep(delay * (0.5 + self._rng.random()))

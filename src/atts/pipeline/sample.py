@@ -1,0 +1,209 @@
+"""One sample's life: the round loop every strategy shares, and the state it carries.
+
+A strategy only says how one round's step gets written (``RoundBody``); this loop owns the
+rest (ATTS.md sections 1-2): render the prompt once, keep the text as token ids end to end,
+stop at the first final answer or after T rounds, budget forcing (an answer before
+``min_rounds`` gets "Wait" appended; a sample that ends without one gets the answer cue and a
+forced completion), and a clean stop before the context window overflows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from atts.config import RunConfig
+from atts.engines.base import Generation, SamplingParams
+from atts.grading import extract_boxed
+from atts.pipeline.calibration import Calibrator
+from atts.pipeline.guarded import GuardedEngine
+from atts.pipeline.prompt import (
+    ANSWER_CUE,
+    FORCED_ANSWER_TOKENS,
+    WAIT_CUE,
+    close_forced_answer,
+)
+from atts.pipeline.trace import Author, SampleTrace, Step, Timings, TokenCounts
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts (run seed, question id, sample, round, role)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    question_id: str
+    dataset: str
+    question: str
+    gold: str
+    sample_index: int
+    seed: int
+
+
+@dataclass
+class SampleEnv:
+    """What a strategy may use: the run's config, engines, calibration and coordination."""
+
+    config: RunConfig
+    draft: GuardedEngine
+    target: GuardedEngine
+    calibrator: Calibrator
+    prompt_ids: Callable[[str], list[int]]
+    context_length: int
+    coordinator: object | None = None  # sync strategy: the per-question round barrier
+
+
+@dataclass
+class SampleState:
+    """Mutable while the sample runs; frozen into a ``SampleTrace`` when it ends."""
+
+    spec: SampleSpec
+    ids: list[int]
+    steps: list[Step] = field(default_factory=list)
+    text: str = ""
+    ended: bool = False  # the model ended its message (EOS)
+    rounds: int = 0
+    draft_decode: int = 0
+    target_decode: int = 0
+    target_score: int = 0
+    draft_seconds: float = 0.0
+    score_seconds: float = 0.0
+    target_seconds: float = 0.0
+
+    def append(self, step: Step, generation: Generation) -> None:
+        """Add a kept step: its ids continue the assistant message."""
+        self.steps.append(step)
+        self.ids.extend(generation.token_ids)
+        self.text += generation.text
+        if generation.finish_reason == "eos":
+            self.ended = True
+
+    def step_params(self, config: RunConfig, role: Author, round_index: int) -> SamplingParams:
+        tokens = config.draft_tokens if role == "draft" else config.target_tokens
+        return SamplingParams(
+            max_tokens=tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            stop=(config.step_stop,),
+            seed=derive_seed(self.spec.seed, round_index, role),
+        )
+
+
+RoundBody = Callable[[SampleState, SampleEnv, int], Awaitable[None]]
+
+
+async def write_step(
+    state: SampleState, env: SampleEnv, role: Author, round_index: int
+) -> tuple[Step, Generation]:
+    """One step written by ``role`` alone (the target-only and draft-only loops, and the
+    target's turn after a rejected draft step)."""
+    engine = env.draft if role == "draft" else env.target
+    generation = await engine.generate(state.ids, state.step_params(env.config, role, round_index))
+    if role == "draft":
+        state.draft_decode += len(generation.token_ids)
+        state.draft_seconds += generation.seconds
+    else:
+        state.target_decode += len(generation.token_ids)
+        state.target_seconds += generation.seconds
+    step = Step(
+        round_index, role, generation.text, len(generation.token_ids), seconds=generation.seconds
+    )
+    return step, generation
+
+
+async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody) -> SampleTrace:
+    config = env.config
+    started_at, clock = time.time(), time.monotonic()
+    state = SampleState(spec, list(env.prompt_ids(spec.question)))
+    room_per_round = max(config.draft_tokens, config.target_tokens) * 2
+    reserve = len(env.target.tokenize(ANSWER_CUE)) + FORCED_ANSWER_TOKENS
+    for round_index in range(config.rounds):
+        if len(state.ids) + room_per_round + reserve > env.context_length:
+            break  # the next round might not fit: stop here and force the answer
+        await body(state, env, round_index)
+        state.rounds = round_index + 1
+        answered = extract_boxed(state.text) is not None
+        if not (answered or state.ended):
+            continue
+        if state.rounds < config.min_rounds:
+            _append_cue(state, env, WAIT_CUE, round_index)
+            continue
+        break
+    if extract_boxed(state.text) is None and config.force_answer != "none":
+        await _force_answer(state, env)
+    return _freeze(state, config, started_at, time.monotonic() - clock)
+
+
+def _joined(state: SampleState, cue: str) -> str:
+    """The cue without its leading blank line when the text already ends a step with one."""
+    return cue.lstrip("\n") if state.text.endswith("\n\n") else cue
+
+
+def _append_cue(state: SampleState, env: SampleEnv, cue: str, round_index: int) -> None:
+    cue = _joined(state, cue)
+    ids = env.target.tokenize(cue)
+    state.steps.append(Step(round_index, "target", cue, len(ids), kind="wait"))
+    state.ids.extend(ids)
+    state.text += cue
+    state.ended = False
+
+
+async def _force_answer(state: SampleState, env: SampleEnv) -> None:
+    role: Author = "target" if env.config.force_answer == "target" else "draft"
+    engine = env.target if role == "target" else env.draft
+    cue = _joined(state, ANSWER_CUE)
+    cue_ids = engine.tokenize(cue)
+    params = SamplingParams(
+        max_tokens=FORCED_ANSWER_TOKENS, temperature=0.0, stop=("\n",),
+        seed=derive_seed(state.spec.seed, "forced"),
+    )
+    generation = await engine.generate(state.ids + cue_ids, params)
+    completion = close_forced_answer(generation.text)
+    text = cue + completion
+    tokens = len(generation.token_ids)
+    if role == "target":
+        state.target_decode += tokens
+        state.target_seconds += generation.seconds
+    else:
+        state.draft_decode += tokens
+        state.draft_seconds += generation.seconds
+    state.steps.append(
+        Step(state.rounds, role, text, tokens, kind="forced_answer", seconds=generation.seconds)
+    )
+    state.text += text
+
+
+def _freeze(state: SampleState, config: RunConfig, started_at: float, wall: float) -> SampleTrace:
+    spec = state.spec
+    return SampleTrace(
+        question_id=spec.question_id,
+        dataset=spec.dataset,
+        sample_index=spec.sample_index,
+        seed=spec.seed,
+        strategy=config.strategy,
+        gold=spec.gold,
+        status="ok",
+        answer=extract_boxed(state.text),
+        text=state.text,
+        rounds=state.rounds,
+        steps=tuple(state.steps),
+        tokens=TokenCounts(state.draft_decode, state.target_decode, state.target_score),
+        seconds=Timings(state.draft_seconds, state.score_seconds, state.target_seconds, wall),
+        started_at=started_at,
+        finished_at=started_at + wall,
+    )
+
+
+def failed_trace(spec: SampleSpec, config: RunConfig, error: BaseException,
+                 started_at: float) -> SampleTrace:
+    """The row of a sample whose engine calls failed for good: recorded, not swallowed."""
+    return SampleTrace(
+        question_id=spec.question_id, dataset=spec.dataset, sample_index=spec.sample_index,
+        seed=spec.seed, strategy=config.strategy, gold=spec.gold, status="error", answer=None,
+        text="", rounds=0, steps=(), started_at=started_at, finished_at=time.time(),
+        error=f"{type(error).__name__}: {error}",
+    )

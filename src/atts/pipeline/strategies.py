@@ -1,0 +1,163 @@
+"""The strategies, each one round body of one shared signature, chosen by name.
+
+- ``atts``: draft a step, score it with the target (perplexity over every step token), decide
+  by its conformal p-value alone (accept / target continues / target regenerates), and let the
+  target write when told to.  No sibling is consulted, so no sample ever waits for another.
+- ``sync``: the synchronous baseline ATTS removes: every round, the live samples of a question
+  all draft and score, wait at a barrier, and the ``sync_budget`` worst-scored steps (highest
+  perplexity) go to the target.  The slowest sample sets every round's pace.
+- ``target_only`` / ``draft_only``: the same loop with one model writing every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from atts.conformal import Decision
+from atts.pipeline.calibration import ScoredDraft
+from atts.pipeline.sample import RoundBody, SampleEnv, SampleState, write_step
+from atts.pipeline.trace import Step
+
+
+async def draft_and_score(state: SampleState, env: SampleEnv, round_index: int) -> ScoredDraft:
+    """The draft writes a step; the target scores every one of its tokens (one prefill)."""
+    generation = await env.draft.generate(
+        state.ids, state.step_params(env.config, "draft", round_index)
+    )
+    if not generation.token_ids:
+        return ScoredDraft(generation, None)
+    score = await env.target.score(state.ids, generation.token_ids)
+    return ScoredDraft(generation, score)
+
+
+async def _judged_draft(
+    state: SampleState, env: SampleEnv, round_index: int
+) -> tuple[ScoredDraft, bool]:
+    """This round's scored draft step; True when its score is a calibration score."""
+    if round_index == 0:
+        stashed = await env.calibrator.first_step(state.spec.question_id, state.spec.sample_index)
+        if stashed is not None:
+            return stashed, True
+    return await draft_and_score(state, env, round_index), False
+
+
+def _count(state: SampleState, drafted: ScoredDraft) -> None:
+    state.draft_decode += len(drafted.generation.token_ids)
+    state.draft_seconds += drafted.generation.seconds
+    if drafted.score is not None:
+        state.target_score += len(drafted.score.logprobs)
+        state.score_seconds += drafted.score.seconds
+
+
+async def _target_turn(state: SampleState, env: SampleEnv, round_index: int) -> None:
+    step, generation = await write_step(state, env, "target", round_index)
+    state.append(step, generation)
+
+
+async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
+    drafted, calibration = await _judged_draft(state, env, round_index)
+    _count(state, drafted)
+    generation = drafted.generation
+    if drafted.score is None:  # an empty step (the draft ended its message at once)
+        state.append(Step(round_index, "draft", "", 0), generation)
+        return
+    ppl = drafted.score.perplexity
+    p, decision = await env.calibrator.decide(
+        state.spec.question_id, round_index, ppl, own_in_bank=calibration
+    )
+    if env.config.grow_bank and not calibration:
+        env.calibrator.add(state.spec.question_id, ppl)
+    step = Step(
+        round_index, "draft", generation.text, len(generation.token_ids),
+        kept=decision is not Decision.REGENERATE, score=ppl, p_value=p,
+        decision=decision.value, calibration=calibration,
+        seconds=generation.seconds + drafted.score.seconds,
+    )
+    if decision is Decision.REGENERATE:
+        state.steps.append(step)  # recorded in the trace, not in the text
+    else:
+        state.append(step, generation)
+    if decision is not Decision.ACCEPT and not state.ended:
+        await _target_turn(state, env, round_index)
+
+
+@dataclass
+class _Round:
+    scores: list[float] = field(default_factory=list)
+    waiters: list[asyncio.Future[bool]] = field(default_factory=list)
+
+
+class SyncCoordinator:
+    """The per-question, per-round barrier of the synchronous baseline."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._parties: dict[str, int] = {}
+        self._rounds: dict[str, _Round] = {}
+
+    def join(self, question_id: str) -> None:
+        self._parties[question_id] = self._parties.get(question_id, 0) + 1
+
+    def leave(self, question_id: str) -> None:
+        self._parties[question_id] -= 1
+        self._release_if_full(question_id)
+
+    async def rank(self, question_id: str, score: float) -> bool:
+        """Wait for every live sample of the question; True if this step is among the
+        ``budget`` highest perplexities of the round (it goes to the target)."""
+        current = self._rounds.setdefault(question_id, _Round())
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        current.scores.append(score)
+        current.waiters.append(future)
+        self._release_if_full(question_id)
+        return await future
+
+    def _release_if_full(self, question_id: str) -> None:
+        current = self._rounds.get(question_id)
+        if current is None or len(current.waiters) < self._parties.get(question_id, 0):
+            return
+        del self._rounds[question_id]
+        order = sorted(range(len(current.scores)), key=lambda i: -current.scores[i])
+        chosen = set(order[: self._budget])
+        for i, future in enumerate(current.waiters):
+            if not future.done():
+                future.set_result(i in chosen)
+
+
+async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
+    coordinator = env.coordinator
+    assert isinstance(coordinator, SyncCoordinator), "sync needs a SyncCoordinator"
+    drafted = await draft_and_score(state, env, round_index)
+    _count(state, drafted)
+    generation = drafted.generation
+    ppl = drafted.score.perplexity if drafted.score is not None else 0.0
+    rejected = await coordinator.rank(state.spec.question_id, ppl)
+    decision = Decision.CONTINUE if rejected else Decision.ACCEPT
+    state.append(
+        Step(
+            round_index, "draft", generation.text, len(generation.token_ids),
+            score=ppl if drafted.score is not None else None, decision=decision.value,
+            seconds=generation.seconds + (drafted.score.seconds if drafted.score else 0.0),
+        ),
+        generation,
+    )
+    if rejected and not state.ended:
+        await _target_turn(state, env, round_index)
+
+
+async def target_only_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
+    await _target_turn(state, env, round_index)
+
+
+async def draft_only_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
+    step, generation = await write_step(state, env, "draft", round_index)
+    state.append(step, generation)
+
+
+STRATEGIES: dict[str, RoundBody] = {
+    "atts": atts_round,
+    "sync": sync_round,
+    "target_only": target_only_round,
+    "draft_only": draft_only_round,
+}

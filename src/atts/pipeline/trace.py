@@ -1,0 +1,67 @@
+"""What a sample leaves behind: its steps and its outcome, as frozen values.
+
+``SampleTrace.to_row`` is the one place that defines a ``samples.jsonl`` row (docs/TEAM.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Author = Literal["draft", "target"]
+StepKind = Literal["step", "wait", "forced_answer"]
+
+
+@dataclass(frozen=True)
+class Step:
+    round: int
+    author: Author
+    text: str
+    tokens: int
+    kept: bool = True  # False: a draft step discarded by a "regenerate" decision
+    kind: StepKind = "step"
+    score: float | None = None  # target perplexity of a draft step
+    p_value: float | None = None
+    decision: str | None = None  # accept | continue | regenerate (draft steps that were judged)
+    calibration: bool = False  # its score went into the calibration bank
+    seconds: float = 0.0  # the call that wrote the step (plus its scoring for draft steps)
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    draft_decode: int = 0
+    target_decode: int = 0
+    target_score: int = 0
+
+
+@dataclass(frozen=True)
+class Timings:
+    draft: float = 0.0
+    score: float = 0.0
+    target: float = 0.0
+    wall: float = 0.0
+
+
+@dataclass(frozen=True)
+class SampleTrace:
+    question_id: str
+    dataset: str
+    sample_index: int
+    seed: int
+    strategy: str
+    gold: str
+    status: Literal["ok", "error"]
+    answer: str | None
+    text: str
+    rounds: int
+    steps: tuple[Step, ...]
+    tokens: TokenCounts = field(default_factory=TokenCounts)
+    seconds: Timings = field(default_factory=Timings)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    error: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["steps"] = [asdict(step) for step in self.steps]
+        return row

@@ -1,0 +1,1 @@
+"""The asynchronous runner and the run folder it writes."""

@@ -1,0 +1,147 @@
+"""The run folder: ``manifest.json`` and the append-only ``samples.jsonl``.  The one place that
+writes results.
+
+- A row is appended (one ``write`` of one line, flushed and fsynced) only when its sample has
+  finished, so ``kill -9`` loses at most the samples in flight.  A torn last line (a kill in the
+  middle of a write) is cut off when the folder is opened again.
+- Resume: the same configuration on the same folder skips the samples already written.  A
+  different configuration is an error that offers a new folder or ``--overwrite``; only keys
+  that cannot change a sample's content (concurrency, retries) may differ.
+- Readers take the last row per (question, sample): a failed sample retried later supersedes
+  its error row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+SAMPLES = "samples.jsonl"
+# Keys that change how fast a run goes, never what a sample contains.
+OPERATIONAL_KEYS = frozenset(
+    {"draft_concurrency", "target_concurrency", "max_active_samples", "max_retries",
+     "retry_backoff"}
+)
+
+
+class RunFolderError(ValueError):
+    """The folder cannot hold this run as asked; the message offers the way out."""
+
+
+class RunFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / SAMPLES
+
+    def prepare(self, manifest: dict[str, Any], *, overwrite: bool = False) -> None:
+        """Create the folder for this run, or check that it holds the same run."""
+        if overwrite and self.path.exists():
+            for name in (MANIFEST, SAMPLES):
+                (self.path / name).unlink(missing_ok=True)
+            for extra in self.path.glob("*.png"):
+                extra.unlink()
+            shutil.rmtree(self.path / "tmp", ignore_errors=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.manifest_path.exists():
+            old = self.read_manifest()
+            differences = _config_differences(old.get("config", {}), manifest["config"])
+            if differences:
+                raise RunFolderError(
+                    f"{self.path} holds a run with a different configuration "
+                    f"({'; '.join(differences)}). Use a new --out folder, run the same "
+                    "configuration to resume, or pass --overwrite to discard the old results."
+                )
+        else:
+            self._write_json(self.manifest_path, manifest)
+        self._repair_tail()
+
+    def read_manifest(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except FileNotFoundError as err:
+            raise RunFolderError(f"{self.path} is not a run folder (no {MANIFEST})") from err
+        except json.JSONDecodeError as err:
+            raise RunFolderError(f"{self.manifest_path} is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise RunFolderError(f"{self.manifest_path} must hold a JSON object")
+        return data
+
+    def update_manifest(self, **fields: Any) -> None:
+        manifest = self.read_manifest()
+        manifest.update(fields)
+        self._write_json(self.manifest_path, manifest)
+
+    def append(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
+        with self.samples_path.open("a", encoding="utf-8") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The latest row of every (question, sample), in first-written order."""
+        latest: dict[tuple[str, int], dict[str, Any]] = {}
+        for row in self._raw_rows():
+            latest[(row["question_id"], row["sample_index"])] = row
+        return list(latest.values())
+
+    def finished(self, *, include_errors: bool = True) -> set[tuple[str, int]]:
+        return {
+            (row["question_id"], row["sample_index"])
+            for row in self.rows()
+            if include_errors or row.get("status") == "ok"
+        }
+
+    def _raw_rows(self) -> Iterator[dict[str, Any]]:
+        if not self.samples_path.exists():
+            return
+        with self.samples_path.open(encoding="utf-8") as file:
+            lines = file.readlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as err:
+                if number == len(lines) and not line.endswith("\n"):
+                    return  # a torn last line from a killed run: that sample was in flight
+                raise RunFolderError(
+                    f"{self.samples_path}:{number} is not valid JSON ({err}); "
+                    "fix or delete that line to resume"
+                ) from err
+
+    def _repair_tail(self) -> None:
+        """Cut a torn last line so the next append starts on a line of its own."""
+        if not self.samples_path.exists():
+            return
+        data = self.samples_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.samples_path.open("r+b") as file:
+                file.truncate(data.rfind(b"\n") + 1)
+
+    @staticmethod
+    def _write_json(path: Path, data: dict[str, Any]) -> None:
+        temp = path.with_suffix(f".tmp{os.getpid()}")
+        temp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(temp, path)
+
+
+def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = (set(old) | set(new)) - OPERATIONAL_KEYS
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(keys)
+        if old.get(key) != new.get(key)
+    ]

@@ -1,0 +1,220 @@
+"""The runner: the only place that fans out sample tasks and hands finished samples to the
+run folder.
+
+Every (question, sample) is its own asyncio task from the start.  Under ``atts`` (and the
+single-model baselines) the only waits are a sample slot (``max_active_samples``, which bounds
+KV memory and the work a kill can lose) and engine capacity (one concurrency limit per engine,
+in ``GuardedEngine``): no per-round and no per-question barrier.  Under ``sync`` the samples of
+a question are admitted together and meet at a barrier every round, as the baseline demands.
+
+An engine failure that survives the retries ends only its own sample, which is written as an
+error row; the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from atts.config import RunConfig
+from atts.data import Problem
+from atts.engines.base import Engine
+from atts.pipeline.calibration import Calibrator, ScoredDraft
+from atts.pipeline.guarded import GuardedEngine
+from atts.pipeline.prompt import question_messages
+from atts.pipeline.sample import (
+    SampleEnv,
+    SampleSpec,
+    SampleState,
+    derive_seed,
+    failed_trace,
+    run_sample,
+)
+from atts.pipeline.strategies import STRATEGIES, SyncCoordinator, draft_and_score
+from atts.pipeline.trace import SampleTrace
+from atts.runner.progress import Progress
+from atts.runner.run_folder import RunFolder
+
+
+class TokenizerMismatchError(ValueError):
+    """Draft and target must share one tokenizer: ATTS scores the draft's exact token ids."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    total: int  # samples in the run
+    skipped: int  # already in the run folder (resume)
+    written: int  # finished in this session
+    errors: int
+    wall_seconds: float
+    draft_peak_in_flight: int
+    target_peak_in_flight: int
+    retries: int
+
+
+def sample_specs(config: RunConfig, problems: Sequence[Problem]) -> list[SampleSpec]:
+    return [
+        SampleSpec(p.id, p.dataset, p.question, p.gold, s, derive_seed(config.seed, p.id, s))
+        for p in problems
+        for s in range(config.samples)
+    ]
+
+
+def recorded_calibration(rows: Sequence[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Calibration scores of samples finished in an earlier session, to rebuild the banks."""
+    recorded: dict[str, dict[int, float]] = defaultdict(dict)
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        for step in row.get("steps", []):
+            if step.get("calibration") and step.get("score") is not None:
+                recorded[str(row["question_id"])][int(row["sample_index"])] = float(step["score"])
+    return dict(recorded)
+
+
+async def execute(
+    config: RunConfig,
+    problems: Sequence[Problem],
+    draft: Engine,
+    target: Engine,
+    folder: RunFolder,
+    *,
+    bank_scores: Sequence[float] = (),
+    retry_failed: bool = False,
+    show_progress: bool = True,
+    on_sample: Callable[[SampleTrace], None] | None = None,
+) -> RunOutcome:
+    clock = time.monotonic()
+    specs = sample_specs(config, problems)
+    rows = folder.rows()
+    done = {
+        (str(r["question_id"]), int(r["sample_index"]))
+        for r in rows
+        if retry_failed is False or r.get("status") == "ok"
+    }
+    pending = [s for s in specs if (s.question_id, s.sample_index) not in done]
+    guarded_draft = GuardedEngine(
+        draft, concurrency=config.draft_concurrency, max_retries=config.max_retries,
+        backoff=config.retry_backoff,
+    )
+    guarded_target = GuardedEngine(
+        target, concurrency=config.target_concurrency, max_retries=config.max_retries,
+        backoff=config.retry_backoff,
+    )
+    prompts: dict[str, list[int]] = {}
+
+    def prompt_ids(question: str) -> list[int]:
+        if question not in prompts:
+            prompts[question] = target.render_chat(question_messages(question))
+        return prompts[question]
+
+    _check_tokenizers(draft, target, problems, prompt_ids)
+    spec_by_key = {(s.question_id, s.sample_index): s for s in specs}
+    problem_by_id = {p.id: p for p in problems}
+
+    async def calibration_draft(question_id: str, sample_index: int) -> ScoredDraft:
+        spec = spec_by_key.get((question_id, sample_index))
+        if spec is None:  # m > N: a calibration-only first step, seeded like a sample
+            p = problem_by_id[question_id]
+            seed = derive_seed(config.seed, p.id, sample_index)
+            spec = SampleSpec(p.id, p.dataset, p.question, p.gold, sample_index, seed)
+        state = SampleState(spec, list(prompt_ids(spec.question)))
+        return await draft_and_score(state, env, 0)
+
+    calibrator = Calibrator(
+        config,
+        calibration_draft,
+        initial_scores=bank_scores,
+        recorded=recorded_calibration(rows) if config.calibration != "file" else None,
+    )
+    coordinator = SyncCoordinator(config.sync_budget) if config.strategy == "sync" else None
+    env = SampleEnv(
+        config=config,
+        draft=guarded_draft,
+        target=guarded_target,
+        calibrator=calibrator,
+        prompt_ids=prompt_ids,
+        context_length=min(draft.info.context_length, target.info.context_length),
+        coordinator=coordinator,
+    )
+    body = STRATEGIES[config.strategy]
+    progress = Progress(total=len(specs), initial=len(specs) - len(pending), enabled=show_progress)
+    errors = 0
+    slots = asyncio.Semaphore(config.max_active_samples)
+
+    async def one(spec: SampleSpec) -> None:
+        nonlocal errors
+        started = time.time()
+        try:
+            trace = await run_sample(spec, env, body)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            trace = failed_trace(spec, config, err, started)
+            errors += 1
+        finally:
+            if coordinator is not None:
+                coordinator.leave(spec.question_id)
+        folder.append(trace.to_row())
+        progress.update(trace)
+        if on_sample is not None:
+            on_sample(trace)
+
+    async def admit_sample(spec: SampleSpec) -> None:
+        async with slots:
+            await one(spec)
+
+    async def admit_question(group: list[SampleSpec]) -> None:
+        # The sync barrier needs every live sample of a question in flight at once.
+        taken = min(len(group), config.max_active_samples)
+        for _ in range(taken):
+            await slots.acquire()
+        try:
+            await asyncio.gather(*(one(spec) for spec in group))
+        finally:
+            for _ in range(taken):
+                slots.release()
+
+    calibrator.start_warmup([(s.question_id, s.sample_index) for s in pending])
+    try:
+        if coordinator is not None:
+            groups: dict[str, list[SampleSpec]] = defaultdict(list)
+            for spec in pending:
+                groups[spec.question_id].append(spec)
+                coordinator.join(spec.question_id)
+            await asyncio.gather(*(admit_question(g) for g in groups.values()))
+        else:
+            await asyncio.gather(*(admit_sample(spec) for spec in pending))
+    finally:
+        progress.close()
+    return RunOutcome(
+        total=len(specs),
+        skipped=len(specs) - len(pending),
+        written=len(pending),
+        errors=errors,
+        wall_seconds=time.monotonic() - clock,
+        draft_peak_in_flight=guarded_draft.peak_in_flight,
+        target_peak_in_flight=guarded_target.peak_in_flight,
+        retries=guarded_draft.retries + guarded_target.retries,
+    )
+
+
+def _check_tokenizers(
+    draft: Engine,
+    target: Engine,
+    problems: Sequence[Problem],
+    prompt_ids: Callable[[str], list[int]],
+) -> None:
+    if draft is target or not problems:
+        return
+    question = problems[0].question
+    if draft.render_chat(question_messages(question)) != prompt_ids(question):
+        raise TokenizerMismatchError(
+            f"draft ({draft.info.model}) and target ({target.info.model}) render the prompt to "
+            "different token ids; ATTS scores the draft's exact ids, so pick a pair that shares "
+            "one tokenizer (e.g. qwen2.5-coder-0.5b with qwen2.5-coder-1.5b)"
+        )

@@ -1,0 +1,206 @@
+"""A run from configuration to run folder: engines, manifest, calibration bank, execution.
+
+The CLI (``atts run``, ``atts calibrate``) and the server call these; they hold no logic of
+their own beyond parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import atts
+from atts.config import RunConfig
+from atts.conformal import load_bank, make_fingerprint, save_bank
+from atts.data import Problem, load_dataset
+from atts.engines import create_engine
+from atts.engines.base import Engine, EngineInfo
+from atts.pipeline import prompt
+from atts.pipeline.sample import SampleSpec, SampleState, derive_seed
+from atts.pipeline.strategies import draft_and_score
+from atts.runner.run_folder import RunFolder
+from atts.runner.runner import RunOutcome, execute
+
+
+def engine_options(config: RunConfig, role: str) -> dict[str, Any]:
+    if config.engine == "llama_cpp":
+        threads = config.draft_threads if role == "draft" else config.target_threads
+        # One cached context per sample in flight keeps every active prefix in the KV cache.
+        return {
+            "n_ctx": config.n_ctx,
+            "n_threads": threads,
+            "n_contexts": config.max_active_samples,
+        }
+    return {}
+
+
+def build_engines(config: RunConfig) -> tuple[Engine, Engine]:
+    draft = create_engine(
+        f"{config.engine}:{config.draft}", "draft", **engine_options(config, "draft")
+    )
+    if config.draft == config.target:
+        return draft, draft
+    target = create_engine(
+        f"{config.engine}:{config.target}", "target", **engine_options(config, "target")
+    )
+    return draft, target
+
+
+def prompt_sha256() -> str:
+    """What the prompt looks like, so a calibration bank made under another prompt is refused."""
+    text = "\x1f".join([prompt.SYSTEM, prompt.INSTRUCTION, prompt.WAIT_CUE, prompt.ANSWER_CUE])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def calibration_fingerprint(
+    config: RunConfig, draft: EngineInfo, target: EngineInfo
+) -> dict[str, str]:
+    """What a calibration score depends on: both models, the prompt, and how steps are drafted."""
+    return make_fingerprint(
+        draft=draft.model_sha256 or draft.model,
+        target=target.model_sha256 or target.model,
+        prompt_sha256=prompt_sha256(),
+        step={
+            "draft_tokens": config.draft_tokens,
+            "step_stop": config.step_stop,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+        },
+    )
+
+
+def manifest(config: RunConfig, draft: Engine, target: Engine, problems: int) -> dict[str, Any]:
+    versions = {"atts": atts.__version__, "python": platform.python_version()}
+    for package in ("numpy", "llama_cpp_python", "torch", "transformers", "math-verify"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "config": config.to_dict(),
+        "versions": versions,
+        "engines": {"draft": asdict(draft.info), "target": asdict(target.info)},
+        "seed": config.seed,
+        "problems": problems,
+        "command": " ".join(sys.argv),
+        "created_at": time.time(),
+        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+    }
+
+
+def run_job(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    retry_failed: bool = False,
+    force_bank: bool = False,
+    show_progress: bool = True,
+    engines: tuple[Engine, Engine] | None = None,
+    problems: Sequence[Problem] | None = None,
+) -> RunOutcome:
+    """Run (or resume) ``config`` into the folder ``out``.  Engines are built and closed here
+    unless given.  Everything runs in one event loop, engines included."""
+    problems = list(problems) if problems is not None else load_dataset(
+        config.dataset, limit=config.limit, offset=config.offset, ids=list(config.ids) or None
+    )
+    return asyncio.run(
+        _run_job(config, RunFolder(out), problems, engines, overwrite=overwrite,
+                 retry_failed=retry_failed, force_bank=force_bank, show_progress=show_progress)
+    )
+
+
+async def _run_job(
+    config: RunConfig, folder: RunFolder, problems: Sequence[Problem],
+    engines: tuple[Engine, Engine] | None, *, overwrite: bool, retry_failed: bool,
+    force_bank: bool, show_progress: bool,
+) -> RunOutcome:
+    draft, target = engines if engines is not None else build_engines(config)
+    try:
+        bank: Sequence[float] = ()
+        if config.calibration == "file":
+            assert config.calibration_file is not None
+            expected = calibration_fingerprint(config, draft.info, target.info)
+            bank = load_bank(config.calibration_file, expected, force=force_bank).tolist()
+        folder.prepare(manifest(config, draft, target, len(problems)), overwrite=overwrite)
+        outcome = await execute(
+            config, problems, draft, target, folder,
+            bank_scores=bank, retry_failed=retry_failed, show_progress=show_progress,
+        )
+        folder.update_manifest(last_session=asdict(outcome))
+        return outcome
+    finally:
+        if engines is None:
+            await _close(draft, target)
+
+
+def calibrate(
+    config: RunConfig, pool: str, out: str | Path, *, limit: int, offset: int = 0,
+    samples: int = 1, show_progress: bool = True,
+) -> tuple[Path, int]:
+    """Draft first steps on a calibration pool disjoint from the test sets, score them with the
+    target, and save the bank with its fingerprint."""
+    problems = load_dataset(pool, limit=limit, offset=offset)
+
+    async def job() -> tuple[list[float], dict[str, str]]:
+        draft, target = build_engines(config)
+        try:
+            scores = await _calibration_scores(config, problems, draft, target, samples,
+                                               show_progress)
+            return scores, calibration_fingerprint(config, draft.info, target.info)
+        finally:
+            await _close(draft, target)
+
+    scores, fingerprint = asyncio.run(job())
+    return save_bank(out, scores, fingerprint), len(scores)
+
+
+async def _calibration_scores(
+    config: RunConfig, problems: Sequence[Problem], draft: Engine, target: Engine,
+    samples: int, show_progress: bool,
+) -> list[float]:
+    from tqdm import tqdm
+
+    from atts.pipeline.guarded import GuardedEngine
+    from atts.pipeline.sample import SampleEnv
+
+    env = SampleEnv(
+        config=config,
+        draft=GuardedEngine(draft, concurrency=config.draft_concurrency,
+                            max_retries=config.max_retries, backoff=config.retry_backoff),
+        target=GuardedEngine(target, concurrency=config.target_concurrency,
+                             max_retries=config.max_retries, backoff=config.retry_backoff),
+        calibrator=None,  # type: ignore[arg-type]  # drafting and scoring need no bank
+        prompt_ids=lambda q: target.render_chat(prompt.question_messages(q)),
+        context_length=min(draft.info.context_length, target.info.context_length),
+    )
+    bar = tqdm(total=len(problems) * samples, unit="step", desc="calibrate",
+               disable=not show_progress, file=sys.stderr)
+    slots = asyncio.Semaphore(config.max_active_samples)
+
+    async def one(problem: Problem, index: int) -> float | None:
+        spec = SampleSpec(problem.id, problem.dataset, problem.question, problem.gold, index,
+                          derive_seed(config.seed, "calibrate", problem.id, index))
+        async with slots:
+            drafted = await draft_and_score(SampleState(spec, env.prompt_ids(problem.question)),
+                                            env, 0)
+        bar.update(1)
+        return None if drafted.score is None else drafted.score.perplexity
+
+    results = await asyncio.gather(*(one(p, i) for p in problems for i in range(samples)))
+    bar.close()
+    return [s for s in results if s is not None]
+
+
+async def _close(draft: Engine, target: Engine) -> None:
+    await draft.close()
+    if target is not draft:
+        await target.close()

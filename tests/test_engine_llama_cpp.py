@@ -1,0 +1,266 @@
+"""LlamaCppEngine on the tiny model (smollm2-135m): scores, prefix reuse, sampling, limits.
+
+The model-backed tests skip only when the tiny model is not installed
+(``atts models pull tiny``); the sampler and registry tests need no model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from atts.engines import create_engine, parse_spec
+from atts.engines._sampling import log_softmax, sample_token
+from atts.engines.base import (
+    ChatMessage,
+    ContextOverflowError,
+    Engine,
+    ModelNotFoundError,
+    SamplingParams,
+)
+from atts.models import resolve_model
+
+QUESTION = [ChatMessage("user", "Explain why the sky is blue in two sentences.")]
+STEP_TEXT = (
+    "The sky looks blue because air molecules scatter short wavelengths of sunlight more "
+    "strongly than long ones, so blue light reaches our eyes from every direction."
+)
+# Tolerance of the score against an independent single-batch evaluation.  Observed: 0.0 (same
+# kernels, flash attention off); the bound leaves room for summation-order noise only.
+SCORE_ATOL = 1e-3
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _tiny_path() -> str:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (atts[llama])")
+    try:
+        return str(resolve_model("smollm2-135m"))
+    except ModelNotFoundError as err:
+        pytest.skip(f"tiny model absent, run `atts models pull tiny`: {err}")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    from atts.engines.llama_cpp import LlamaCppEngine
+
+    eng = LlamaCppEngine(_tiny_path(), n_ctx=1024, n_contexts=3, n_threads=2)
+    yield eng
+    run(eng.close())
+
+
+@pytest.fixture(scope="module")
+def prompt(engine: Any) -> list[int]:
+    return list(engine.render_chat(QUESTION))
+
+
+def _reference_logprobs(path: str, prefix: list[int], step: list[int]) -> np.ndarray:
+    """Independent computation: the high-level API evaluates prefix+step in one fresh batch
+    with logits for every position; row j-1 predicts token j."""
+    from llama_cpp import Llama
+
+    ref = Llama(path, n_ctx=256, logits_all=True, flash_attn=False, n_threads=2, verbose=False)
+    try:
+        ref.eval(prefix + step)
+        logp = log_softmax(np.asarray(ref.scores[: len(prefix) + len(step)]))
+        return np.array([logp[len(prefix) + i - 1, t] for i, t in enumerate(step)])
+    finally:
+        ref.close()
+
+
+def test_is_an_engine_and_reports_info(engine: Any) -> None:
+    assert isinstance(engine, Engine)
+    info = engine.info
+    assert info.backend == "llama_cpp"
+    assert info.model_sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert info.context_length == 1024
+    assert info.vocab_size == 49152
+
+
+def test_text_round_trip_and_chat_template(engine: Any, prompt: list[int]) -> None:
+    ids = engine.tokenize(STEP_TEXT)
+    assert engine.detokenize(ids) == STEP_TEXT
+    assert engine.tokenize("<|im_end|>") != engine.tokenize("x")  # plain text, not special
+    assert len(engine.tokenize("<|im_end|>")) > 1
+    # The template's special markers are parsed into single control tokens.
+    end = engine.tokenize("assistant\n")
+    assert prompt[-len(end):] == end
+    assert prompt.count(prompt[-len(end) - 1]) >= 3  # <|im_start|> opens each of 3 turns
+
+
+def test_score_matches_independent_single_batch_evaluation(
+    engine: Any, prompt: list[int]
+) -> None:
+    step = engine.tokenize(STEP_TEXT)
+    # Leave another continuation in the cache first, so the score runs on a reused prefix.
+    run(engine.generate(prompt, SamplingParams(max_tokens=8, temperature=0)))
+    got = run(engine.score(prompt, step))
+    assert got.cached_tokens == len(prompt) - 1
+    want = _reference_logprobs(str(engine.info.extra["path"]), prompt, step)
+    assert len(got.logprobs) == len(step)
+    np.testing.assert_allclose(got.logprobs, want, atol=SCORE_ATOL, rtol=0)
+
+
+def test_greedy_continuation_scores_higher_than_its_shuffle(
+    engine: Any, prompt: list[int]
+) -> None:
+    gen = run(engine.generate(prompt, SamplingParams(max_tokens=32, temperature=0)))
+    own = run(engine.score(prompt, gen.token_ids))
+    shuffled = list(np.random.default_rng(0).permutation(gen.token_ids))
+    assert shuffled != list(gen.token_ids)
+    assert own.mean_logprob > run(engine.score(prompt, shuffled)).mean_logprob
+
+
+def test_second_score_reuses_prefix_and_agrees(engine: Any, prompt: list[int]) -> None:
+    step = engine.tokenize(" Blue light has a shorter wavelength.")
+    first = run(engine.score(prompt, step))
+    second = run(engine.score(prompt, step))
+    assert second.cached_tokens == len(prompt) - 1 > 0
+    np.testing.assert_allclose(second.logprobs, first.logprobs, atol=1e-6, rtol=0)
+    # Scoring the next step only evaluates that step: the previous one is in the cache.
+    nxt = run(engine.score(prompt + step, engine.tokenize(" Red light scatters less.")))
+    assert nxt.cached_tokens == len(prompt) + len(step) - 1
+
+
+def test_pool_keeps_interleaved_samples_cached(engine: Any) -> None:
+    a = engine.render_chat([ChatMessage("user", "Count from one to ten.")])
+    b = engine.render_chat([ChatMessage("user", "Name three primary colours.")])
+    step = engine.tokenize(" One, two, three.")
+    run(engine.score(a, step))
+    run(engine.score(b, step))
+    again = run(engine.score(a, step))
+    assert again.cached_tokens == len(a) - 1
+
+
+def test_concurrent_requests_match_sequential(engine: Any, prompt: list[int]) -> None:
+    params = [SamplingParams(max_tokens=12, temperature=0.9, seed=s) for s in range(4)]
+    sequential = [run(engine.generate(prompt, p)).token_ids for p in params]
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(*(engine.generate(prompt, p) for p in params))
+
+    assert [g.token_ids for g in run(together())] == sequential
+
+
+def test_generation_is_deterministic(engine: Any, prompt: list[int]) -> None:
+    greedy = SamplingParams(max_tokens=16, temperature=0)
+    assert run(engine.generate(prompt, greedy)).token_ids == run(
+        engine.generate(prompt, greedy)).token_ids
+    seeded = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.95, seed=7)
+    first = run(engine.generate(prompt, seeded))
+    assert run(engine.generate(prompt, seeded)).token_ids == first.token_ids
+    others = {run(engine.generate(prompt, SamplingParams(max_tokens=16, temperature=1.0,
+                                                         seed=s))).token_ids for s in range(3)}
+    assert len(others) > 1
+
+
+def test_stop_string_ends_step_after_the_completing_token(
+    engine: Any, prompt: list[int]
+) -> None:
+    free = run(engine.generate(prompt, SamplingParams(max_tokens=40, temperature=0)))
+    words = free.text.split()
+    assert len(words) > 3
+    stop = words[2]
+    got = run(engine.generate(prompt, SamplingParams(max_tokens=40, temperature=0, stop=(stop,))))
+    assert got.finish_reason == "stop"
+    assert stop in got.text
+    assert stop not in engine.detokenize(got.token_ids[:-1])
+    assert got.token_ids == free.token_ids[: len(got.token_ids)]
+
+
+def test_max_tokens_and_eos(engine: Any, prompt: list[int]) -> None:
+    got = run(engine.generate(prompt, SamplingParams(max_tokens=3, temperature=0)))
+    assert got.finish_reason == "length"
+    assert len(got.token_ids) == 3
+    assert got.prompt_tokens == len(prompt)
+    # Greedy decoding of this question ends with <|im_end|>, which is kept in the ids.
+    done = run(engine.generate(prompt, SamplingParams(max_tokens=200, temperature=0)))
+    assert done.finish_reason == "eos"
+    assert engine.detokenize(done.token_ids[-1:]) == ""
+
+
+def test_context_overflow_is_raised_before_any_work() -> None:
+    from atts.engines.llama_cpp import LlamaCppEngine
+
+    small = LlamaCppEngine(_tiny_path(), n_ctx=32, n_threads=1)
+    try:
+        with pytest.raises(ContextOverflowError, match="context length 32"):
+            run(small.generate(list(range(30)), SamplingParams(max_tokens=3)))
+        with pytest.raises(ContextOverflowError):
+            run(small.score(list(range(20)), list(range(13))))
+        assert small._slots == []  # no context was even allocated
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            run(small.score([1], [10**6]))
+    finally:
+        run(small.close())
+
+
+def test_missing_model_names_the_pull_command(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Any) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (atts[llama])")
+    from atts.engines.llama_cpp import LlamaCppEngine
+
+    monkeypatch.setenv("ATTS_HOME", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="atts models pull smollm2-135m"):
+        LlamaCppEngine("tiny")
+
+
+def test_create_engine_builds_llama_cpp(monkeypatch: pytest.MonkeyPatch) -> None:
+    _tiny_path()
+    eng = create_engine("llama_cpp:tiny", "draft", n_ctx=256, n_contexts=1)
+    try:
+        assert eng.info.backend == "llama_cpp"
+        assert eng.info.context_length == 256
+    finally:
+        run(eng.close())
+
+
+# -- no model needed -------------------------------------------------------------------------
+
+
+def test_parse_spec() -> None:
+    assert parse_spec("llama_cpp", "draft") == ("llama_cpp", "draft")
+    assert parse_spec("llama_cpp:tiny", "target") == ("llama_cpp", "tiny")
+    assert parse_spec("qwen2.5-coder-1.5b", "target") == ("llama_cpp", "qwen2.5-coder-1.5b")
+    assert parse_spec("transformers", "target") == ("transformers", "target")
+    assert parse_spec("fake", "draft") == ("fake", None)
+    assert parse_spec("fake:script", "draft") == ("fake", "script")
+    with pytest.raises(ValueError, match="role"):
+        parse_spec("fake", "judge")
+
+
+def test_log_softmax_is_normalised() -> None:
+    z = np.random.default_rng(1).normal(size=(3, 1000)).astype(np.float32) * 20
+    logp = log_softmax(z)
+    assert logp.dtype == np.float64
+    np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_sampler_greedy_seeded_and_top_p() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=5000)
+    assert sample_token(logits, 0.0, 1.0, np.random.default_rng(0)) == int(np.argmax(logits))
+
+    def draws(seed: int, top_p: float) -> list[int]:
+        g = np.random.default_rng(seed)
+        return [sample_token(logits, 0.7, top_p, g) for _ in range(200)]
+
+    assert draws(5, 0.9) == draws(5, 0.9)
+    # Top-p keeps exactly the smallest most-probable set with mass >= p (brute force below).
+    p = np.exp((logits - logits.max()) / 0.7)
+    p /= p.sum()
+    order = np.argsort(-p)
+    nucleus = set(order[: int(np.searchsorted(np.cumsum(p[order]), 0.5)) + 1].tolist())
+    assert set(draws(6, 0.5)) <= nucleus
+    assert len(set(draws(6, 0.5))) > 1
+    # Frequencies follow the softmax: the favourite's share is close to its probability.
+    g = np.random.default_rng(8)
+    two = np.array([0.0, np.log(3.0)])
+    share = np.mean([sample_token(two, 1.0, 1.0, g) for _ in range(4000)])
+    assert abs(share - 0.75) < 0.03

@@ -1,0 +1,130 @@
+"""The ATTS loop on scripted engines: who writes which step, and when a sample stops.
+
+The bank is the scores 1..99 (n = 99), so a draft step of perplexity x has the p-value
+``p = (1 + #{b >= x}) / 100`` (ATTS.md section 3): x = 50 -> 0.51, x = 95 -> 0.06,
+x = 99 -> 0.02, x = 500 -> 0.01.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from atts.conformal import Thresholds
+from pipeline_helpers import config, engines, round_of, run
+
+
+def p_of(ppl: float) -> float:
+    return (1 + sum(1 for b in range(1, 100) if b >= ppl)) / 100
+
+
+def cycling(values: list[float], final: str | None = None):
+    """A draft that writes steps of the given perplexities in turn (per sample, by round)."""
+
+    def step(call):
+        round_index = round_of(call)
+        if final is not None and round_index >= len(values):
+            return final
+        return f"step {round_index} ppl={values[round_index % len(values)]}\n\n"
+
+    return step
+
+
+def test_target_intervenes_exactly_where_p_is_at_or_below_alpha(tmp_path):
+    cfg = config(alpha=0.1, alpha_discard=0.03, rounds=4)
+    draft, target = engines(cycling([50, 95, 99, 500]))
+    _, rows = run(cfg, draft, target, tmp_path)
+    thresholds = Thresholds(0.1, 0.03)
+    assert len(rows) == 4
+    for row in rows:
+        steps = row["steps"]
+        drafts = [s for s in steps if s["author"] == "draft"]
+        assert [d["decision"] for d in drafts] == ["accept", "continue", "regenerate", "regenerate"]
+        for d in drafts:
+            assert d["p_value"] == pytest.approx(p_of(d["score"]))
+            assert thresholds.classify(d["p_value"]).value == d["decision"]
+        # The target writes right after each rejected draft step, and only there.
+        for i, s in enumerate(steps):
+            if s["author"] == "target":
+                assert steps[i - 1]["author"] == "draft"
+                assert steps[i - 1]["decision"] in ("continue", "regenerate")
+        for i, s in enumerate(steps):
+            if s["author"] == "draft" and s["decision"] != "accept":
+                assert steps[i + 1]["author"] == "target"
+        # A continued step stays in the text; a regenerated one does not.
+        assert "ppl=95" in row["text"] and "ppl=99" not in row["text"]
+        assert [d["kept"] for d in drafts] == [True, True, False, False]
+
+
+@pytest.mark.parametrize(("alpha", "expected"), [(0.99, "continue"), (0.011, "accept")])
+def test_alpha_near_one_rejects_every_step_and_near_zero_none(tmp_path, alpha, expected):
+    cfg = config(alpha=alpha, rounds=3)
+    draft, target = engines(cycling([2, 50, 98]))
+    _, rows = run(cfg, draft, target, tmp_path)
+    decisions = {s["decision"] for r in rows for s in r["steps"] if s["author"] == "draft"}
+    assert decisions == {expected}
+    target_steps = sum(s["author"] == "target" for r in rows for s in r["steps"])
+    assert target_steps == (12 if expected == "continue" else 0)  # 4 samples x 3 rounds
+
+
+def test_loop_stops_at_the_first_final_answer(tmp_path):
+    cfg = config(rounds=10)
+    draft, target = engines(cycling([50, 50], final="So \\boxed{7}.\n\n"))
+    _, rows = run(cfg, draft, target, tmp_path)
+    for row in rows:
+        assert row["answer"] == "7"
+        assert row["rounds"] == 3
+        assert len(row["steps"]) == 3
+
+
+def test_loop_honours_T_and_forces_an_answer(tmp_path):
+    cfg = config(rounds=4, force_answer="target")
+
+    def target_step(call):
+        return "12} because.\n" if call.prompt.endswith("\\boxed{") else "target continues.\n\n"
+
+    draft, target = engines(cycling([50]), target_step=target_step)
+    _, rows = run(cfg, draft, target, tmp_path)
+    for row in rows:
+        assert row["rounds"] == 4
+        assert sum(s["author"] == "draft" for s in row["steps"]) == 4
+        assert row["steps"][-1]["kind"] == "forced_answer"
+        assert row["answer"] == "12"
+
+
+def test_min_rounds_appends_wait_and_goes_on(tmp_path):
+    cfg = config(rounds=6, min_rounds=3)
+    draft, target = engines(lambda call: "So \\boxed{5}. ppl=10\n\n")
+    _, rows = run(cfg, draft, target, tmp_path)
+    for row in rows:
+        assert row["rounds"] == 3
+        kinds = [s["kind"] for s in row["steps"]]
+        assert kinds == ["step", "wait", "step", "wait", "step"]
+        assert row["answer"] == "5"
+
+
+def test_target_only_and_draft_only_use_one_model(tmp_path):
+    for strategy, author in (("target_only", "target"), ("draft_only", "draft")):
+        cfg = config(strategy=strategy, rounds=2)
+        draft, target = engines(cycling([50]))
+        _, rows = run(cfg, draft, target, tmp_path / strategy)
+        authors = {s["author"] for r in rows for s in r["steps"]}
+        assert authors == {author}
+        assert all(s["decision"] is None for r in rows for s in r["steps"])
+        scored = sum(c.kind == "score" for c in target.calls)
+        assert scored == 0
+
+
+def test_token_counts_and_trace_fields(tmp_path):
+    cfg = config(alpha=0.1, alpha_discard=0.0, rounds=2)
+    draft, target = engines(cycling([50, 95]))
+    _, rows = run(cfg, draft, target, tmp_path)
+    row = rows[0]
+    drafted = sum(s["tokens"] for s in row["steps"] if s["author"] == "draft")
+    targeted = sum(s["tokens"] for s in row["steps"] if s["author"] == "target")
+    assert row["tokens"] == {
+        "draft_decode": drafted, "target_decode": targeted, "target_score": drafted,
+    }
+    assert set(row) >= {
+        "question_id", "sample_index", "answer", "steps", "seed", "status", "gold", "seconds",
+    }
+    assert row["status"] == "ok" and row["error"] is None
