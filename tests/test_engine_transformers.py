@@ -270,3 +270,34 @@ def test_errors_come_before_any_work(folder: Path, tmp_path: Path) -> None:
         TransformersEngine(folder, device="cpu", n_ctx=10_000)
     with pytest.raises(ModelNotFoundError, match="atts models pull"):
         TransformersEngine(tmp_path / "missing.gguf")
+
+
+def test_separate_tokenizer_path(folder: Path) -> None:
+    eng = TransformersEngine(folder, device="cpu", tokenizer_path=folder, prefix_cache_size=0)
+    try:
+        assert eng.detokenize(eng.tokenize("x = 2\n")) == "x = 2\n"
+        assert eng.info.extra["path"] == str(folder)
+    finally:
+        asyncio.run(eng.close())
+
+
+@pytest.mark.gpu
+def test_cuda_scores_match_the_cpu_reference(folder: Path, reference) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    exact = TransformersEngine(folder, device="cuda", dtype="float32", eos_token_ids=[])
+    fast = TransformersEngine(folder, device="cuda", eos_token_ids=[])  # auto: bfloat16
+    try:
+        assert fast.info.extra["dtype"] == "bfloat16"
+        prefix, step = exact.tokenize("Question: what is 3*4?\n"), exact.tokenize("It is 12.")
+        want = _logprobs(reference, prefix + step)[len(prefix) - 1 :]
+        assert _close(asyncio.run(exact.score(prefix, step)).logprobs, want, tol=1e-3)
+        rough = asyncio.run(fast.score(prefix, step)).logprobs
+        assert all(x == x and x <= 0 for x in rough)  # finite log-probabilities
+        params = SamplingParams(max_tokens=12, temperature=0)
+        greedy = asyncio.run(exact.generate(prefix, params))
+        assert list(greedy.token_ids) == _greedy(reference, prefix, 12)
+        assert asyncio.run(fast.generate(prefix, params)).finish_reason == "length"
+    finally:
+        asyncio.run(exact.close())
+        asyncio.run(fast.close())

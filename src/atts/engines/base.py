@@ -50,8 +50,9 @@ class SamplingParams:
 class Generation:
     """One generated step: its exact token ids and their text.
 
-    ``token_ids`` never hold the end-of-generation token: ``finish_reason == "eos"`` says it
-    came, so a caller can append more (a "Wait" cue, a forced answer) after the step.
+    With ``finish_reason == "eos"`` the last of ``token_ids`` is the end-of-generation token
+    (its text is empty): the target scores it too, since ending is part of the step.  A caller
+    that continues after such a step (a "Wait" cue, a forced answer) drops that last id.
     """
 
     token_ids: tuple[int, ...]

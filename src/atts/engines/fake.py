@@ -4,7 +4,8 @@ It tokenises by characters (one token per character, ``ord``), so token counts a
 readable.  Behaviour comes from three callables, each given a ``FakeCall`` (the prompt text, the
 step text for scoring, the sampling parameters):
 
-- ``step``: the text of the next step (``generate``);
+- ``step``: the text of the next step (``generate``); a text ending in ``<|im_end|>`` ends the
+  message (finish "eos", the EOS id last in the step's ids);
 - ``score``: the mean log-probability of a step (``score``); every step token gets that value,
   so the step's perplexity is ``exp(-value)``;
 - ``delay``: seconds to sleep before answering (``asyncio.sleep``: it yields, like a real engine
@@ -17,6 +18,7 @@ limits and scheduling.  It can also be told to fail the next k calls (to test re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from atts.engines.base import (
 )
 
 _IM_START, _IM_END = "<|im_start|>", "<|im_end|>"
+EOS_ID = 0  # the end-of-generation token: kept in a step's ids, empty in its text
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class FakeCall:
     prompt: str
     step: str = ""
     params: SamplingParams | None = None
+    prompt_ids: tuple[int, ...] = ()
     started: float = 0.0
     finished: float = 0.0
 
@@ -88,7 +92,7 @@ class FakeEngine:
         return [ord(c) for c in text]
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
-        return "".join(chr(t) for t in token_ids)
+        return "".join(chr(t) for t in token_ids if t != EOS_ID)
 
     def render_chat(
         self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True
@@ -100,7 +104,7 @@ class FakeEngine:
 
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
         prompt = self.detokenize(prompt_ids)
-        call = FakeCall("generate", prompt, params=params)
+        call = FakeCall("generate", prompt, params=params, prompt_ids=tuple(prompt_ids))
         started = await self._enter(call, len(prompt_ids) + params.max_tokens)
         try:
             text = self._step(call)
@@ -111,7 +115,7 @@ class FakeEngine:
                 text, finish = text[: -len(_IM_END)], "eos"
         finally:
             self._leave(call, started)
-        ids = tuple(self.tokenize(text))
+        ids = tuple(self.tokenize(text)) + ((EOS_ID,) if finish == "eos" else ())
         return Generation(
             ids, text, finish, prompt_tokens=len(prompt_ids), seconds=time.monotonic() - started
         )
@@ -156,5 +160,5 @@ class FakeEngine:
     def _leave(self, call: FakeCall, started: float) -> None:
         self.in_flight -= 1
         self.calls.append(
-            FakeCall(call.kind, call.prompt, call.step, call.params, started, time.monotonic())
+            dataclasses.replace(call, started=started, finished=time.monotonic())
         )

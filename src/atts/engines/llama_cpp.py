@@ -38,6 +38,8 @@ from atts.engines.base import (
     SamplingParams,
     StepScore,
 )
+from atts.models.chat_template import render_chat_template
+from atts.models.registry import lookup
 from atts.models.store import model_sha256, resolve_model
 
 T = TypeVar("T")
@@ -69,12 +71,21 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class LlamaCppEngine:
     """A GGUF model served in-process by llama.cpp (the default engine).
 
-    ``model`` is a named model (``smollm2-135m``, ``draft``, ...) or a path to a GGUF file.
+    - ``model``: a named model (``qwen2.5-coder-0.5b``, ``draft``, ``tiny``, ...; see
+      ``atts models list``) or a path to a GGUF file;
+    - ``n_ctx``: tokens per context (prompt + step must fit);
+    - ``n_contexts``: size of the context pool, i.e. how many samples keep their prefix cached
+      (KV memory grows with n_ctx x n_contexts; contexts open on demand);
+    - ``n_threads``: compute threads (default: half the cores, so that a draft and a target
+      engine share the machine without oversubscribing it);
+    - ``n_batch``: tokens per llama_decode call when prefilling; ``score_chunk``: step tokens
+      per scoring call (bounds the logits buffer to score_chunk x vocabulary floats);
+    - ``flash_attn``: off by default, see ``_new_slot``; ``n_gpu_layers`` for GPU builds.
     """
 
     def __init__(
         self,
-        model: str | os.PathLike[str] = "tiny",
+        model: str | os.PathLike[str],
         *,
         n_ctx: int = 4096,
         n_contexts: int = 4,
@@ -99,7 +110,8 @@ class LlamaCppEngine:
         _logger.set_verbose(verbose)
         llama_cpp.llama_backend_init()
 
-        self._name = os.fspath(model)
+        spec = lookup(os.fspath(model))
+        self._name = spec.name if spec is not None else os.fspath(model)
         self._path: Path = resolve_model(model)
         self._n_threads = n_threads or _default_threads()
         self._n_batch = n_batch
@@ -113,6 +125,7 @@ class LlamaCppEngine:
             path_model=str(self._path), params=model_params, verbose=verbose
         )
         if n_ctx > self._model.n_ctx_train():
+            self._model.close()
             raise ValueError(
                 f"n_ctx {n_ctx} exceeds the model's training context {self._model.n_ctx_train()}"
             )
@@ -150,12 +163,9 @@ class LlamaCppEngine:
         return list(self._model.tokenize(text.encode("utf-8"), False, False))
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
-        return self._detokenize_bytes(token_ids).decode("utf-8", errors="replace")
-
-    def _detokenize_bytes(self, token_ids: Sequence[int]) -> bytes:
         # Piece by piece: LlamaModel.detokenize strips a leading space after BOS, which would
         # make the text of a step depend on what precedes it.
-        return b"".join(self._piece(t) for t in token_ids)
+        return b"".join(self._piece(t) for t in token_ids).decode("utf-8", errors="replace")
 
     def _piece(self, token: int) -> bytes:
         size = 64
@@ -171,7 +181,7 @@ class LlamaCppEngine:
     ) -> list[int]:
         if self._template is None:
             raise EngineError(f"model {self._name} has no chat template in its GGUF metadata")
-        text = _render_template(
+        text = render_chat_template(
             self._template,
             messages,
             add_generation_prompt=add_generation_prompt,
@@ -396,29 +406,3 @@ class LlamaCppEngine:
         self._batch.close()
         self._model.close()
 
-
-def _render_template(
-    template: str,
-    messages: Sequence[ChatMessage],
-    *,
-    add_generation_prompt: bool,
-    bos_token: str,
-    eos_token: str,
-) -> str:
-    """Render a GGUF ``tokenizer.chat_template`` the way Hugging Face's ``apply_chat_template``
-    does (sandboxed jinja2, trim_blocks and lstrip_blocks, ``raise_exception``)."""
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
-    return env.from_string(template).render(
-        messages=[{"role": m.role, "content": m.content} for m in messages],
-        add_generation_prompt=add_generation_prompt,
-        bos_token=bos_token,
-        eos_token=eos_token,
-    )

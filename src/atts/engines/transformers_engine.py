@@ -49,6 +49,7 @@ from atts.engines.base import (
     SamplingParams,
     StepScore,
 )
+from atts.models import lookup
 
 T = TypeVar("T")
 
@@ -90,9 +91,10 @@ class TransformersEngine:
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype == "auto":
             dtype = "float32" if self._device.type == "cpu" else "bfloat16"
-        self._dtype_name = dtype
 
         path, gguf_name, sha = _locate(model)
+        spec = lookup(str(model))
+        name = spec.name if spec is not None else str(model)
         load_kwargs: dict[str, Any] = {"local_files_only": True}
         if gguf_name is not None:
             load_kwargs["gguf_file"] = gguf_name
@@ -121,11 +123,15 @@ class TransformersEngine:
         self._eos = frozenset(eos_token_ids if eos_token_ids is not None else self._find_eos())
         self._info = EngineInfo(
             backend="transformers",
-            model=str(model),
+            model=name,
             model_sha256=sha,
             context_length=self._n_ctx,
             vocab_size=int(config.vocab_size),
-            extra={"device": str(self._device), "dtype": dtype, "path": str(path)},
+            extra={
+                "device": str(self._device),
+                "dtype": dtype,
+                "path": str(path / gguf_name if gguf_name else path),
+            },
         )
 
         self._cache_size = prefix_cache_size
@@ -221,16 +227,14 @@ class TransformersEngine:
         rng = np.random.default_rng(params.seed)
         stops = [s for s in params.stop if s]
 
-        def row(logits: Any) -> Any:
-            return logits.float().cpu().numpy()
-
         cache, reused = self._take_cache(prompt, limit=len(prompt) - 1)
         fed = list(prompt)
         logits = self._forward(prompt[reused:], cache, keep=1)[0, -1]
         out: list[int] = []
         finish: FinishReason = "length"
         while True:
-            token = sample_token(row(logits), params.temperature, params.top_p, rng)
+            row = logits.float().cpu().numpy()  # numpy has no bfloat16
+            token = sample_token(row, params.temperature, params.top_p, rng)
             out.append(token)
             if token in self._eos:
                 finish = "eos"
@@ -323,11 +327,11 @@ class TransformersEngine:
 
 def _locate(model: str | Path, hash_file: bool = True) -> tuple[Path, str | None, str | None]:
     """(folder to load from, GGUF file name in it or None, sha256 of the GGUF or None)."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path, None, None
-    from atts.models import model_sha256, resolve_model
+    from atts.models import lookup, model_sha256, resolve_model
 
+    path = Path(model).expanduser()
+    if path.is_dir() and lookup(str(model)) is None:
+        return path, None, None
     file = resolve_model(model)  # raises ModelNotFoundError naming `atts models pull NAME`
     if file.suffix != ".gguf":
         raise ValueError(f"{file}: expected a .gguf file or a Hugging Face model folder")
@@ -336,13 +340,4 @@ def _locate(model: str | Path, hash_file: bool = True) -> tuple[Path, str | None
 
 def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return next((i for i in range(n) if a[i] != b[i]), n)

@@ -82,6 +82,12 @@ class SampleState:
         if generation.finish_reason == "eos":
             self.ended = True
 
+    def reopen(self) -> None:
+        """Drop the end-of-generation id of a step that ended the message, to write after it."""
+        if self.ended:
+            self.ids.pop()
+            self.ended = False
+
     def step_params(self, config: RunConfig, role: Author, round_index: int) -> SamplingParams:
         tokens = config.draft_tokens if role == "draft" else config.target_tokens
         return SamplingParams(
@@ -144,17 +150,18 @@ def _joined(state: SampleState, cue: str) -> str:
 
 
 def _append_cue(state: SampleState, env: SampleEnv, cue: str, round_index: int) -> None:
+    state.reopen()
     cue = _joined(state, cue)
     ids = env.target.tokenize(cue)
     state.steps.append(Step(round_index, "target", cue, len(ids), kind="wait"))
     state.ids.extend(ids)
     state.text += cue
-    state.ended = False
 
 
 async def _force_answer(state: SampleState, env: SampleEnv) -> None:
     role: Author = "target" if env.config.force_answer == "target" else "draft"
     engine = env.target if role == "target" else env.draft
+    state.reopen()
     cue = _joined(state, ANSWER_CUE)
     cue_ids = engine.tokenize(cue)
     params = SamplingParams(

@@ -78,7 +78,8 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
         state.steps.append(step)  # recorded in the trace, not in the text
     else:
         state.append(step, generation)
-    if decision is not Decision.ACCEPT and not state.ended:
+    if decision is not Decision.ACCEPT:
+        state.reopen()  # a rejected step that ended the message: the target continues it
         await _target_turn(state, env, round_index)
 
 
@@ -142,7 +143,8 @@ async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> No
         ),
         generation,
     )
-    if rejected and not state.ended:
+    if rejected:
+        state.reopen()
         await _target_turn(state, env, round_index)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,11 +47,10 @@ class RunFolder:
     def prepare(self, manifest: dict[str, Any], *, overwrite: bool = False) -> None:
         """Create the folder for this run, or check that it holds the same run."""
         if overwrite and self.path.exists():
-            for name in (MANIFEST, SAMPLES):
+            for name in (MANIFEST, SAMPLES, "report.md", "summary.json"):
                 (self.path / name).unlink(missing_ok=True)
             for extra in self.path.glob("*.png"):
                 extra.unlink()
-            shutil.rmtree(self.path / "tmp", ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
         if self.manifest_path.exists():
             old = self.read_manifest()

@@ -1,0 +1,42 @@
+"""`atts report`: grade a finished run folder and write report.md, summary.json and plots.
+
+Nothing is generated again: the report reads manifest.json and samples.jsonl.  Each
+`--baseline` (e.g. a `--strategy target_only` run on the same questions) adds a row to every
+table and plot, and summary.json gets the speedup over it: its wall time / this run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write report.md, summary.json and plots for a run folder",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", metavar="RUN", help="run folder (the --out of `atts run`)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="RUN",
+                        help="a run to compare with (repeatable)")
+    parser.add_argument("--out", metavar="DIR", help="where to write the report (default: RUN)")
+    parser.add_argument("--regrade", action="store_true",
+                        help="grade every answer again instead of reading grades.json")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from atts.report.build import write_report
+    from atts.report.summary import format_summary
+
+    files = write_report(args.run, args.baseline, args.out, regrade=args.regrade,
+                         plots=not args.no_plots)
+    print(format_summary(files.summary))
+    for entry in files.summary["baselines"]:
+        if entry["speedup"] is not None:
+            print(f"{'speedup':<12}{entry['speedup']:.3g}x over {entry['label']}")
+    written = [files.markdown.name, files.summary_json.name,
+               *(path.name for path in files.plots.values())]
+    print(f"atts report: wrote {', '.join(written)} to {files.out_dir}", file=sys.stderr)
+    return 0

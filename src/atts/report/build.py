@@ -1,0 +1,105 @@
+"""``write_report``: everything `atts report` writes for a run and its baselines.
+
+Into the run folder (or ``out``): ``summary.json`` (the run's ``summarize_run`` dict, plus
+``baselines``: each one's accuracy, tokens, wall time and ``speedup`` = its wall / this run's
+wall, and ``notes`` on what makes a comparison unfair), the PNG figures of
+``atts.report.plots`` and ``report.md``.  Runs are read and graded, never generated again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atts.grading import Grader
+from atts.report.graded_run import GradedRun, check_run_folder, load_run
+from atts.report.markdown import render_markdown
+from atts.report.metrics import speedup
+from atts.report.summary import summarize_run
+
+REPORT = "report.md"
+SUMMARY = "summary.json"
+BASELINE_KEYS = ("run_dir", "label", "strategy", "dataset", "alpha", "questions", "samples",
+                 "n", "errors", "no_answer", "pass@1", "rejection_rate", "tokens",
+                 "engine_seconds", "timing", "wall_seconds", "wall_source")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    out_dir: Path
+    markdown: Path
+    summary_json: Path
+    plots: dict[str, Path]  # name ("rejection", "accuracy", "latency", "tokens") -> PNG
+    summary: dict[str, Any]  # the content of summary.json
+
+
+def write_report(run_dir: str | Path, baselines: Sequence[str | Path] = (),
+                 out: str | Path | None = None, *, regrade: bool = False,
+                 grader: Grader | None = None, plots: bool = True) -> ReportFiles:
+    """Grade ``run_dir`` and each baseline, then write summary.json, the plots and report.md
+    into ``out`` (default: ``run_dir``).  ``regrade`` ignores the grades.json caches."""
+    for path in (run_dir, *baselines):
+        check_run_folder(path)  # fail before any grading if one folder is wrong
+    out_dir = Path(out) if out is not None else Path(run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    own = grader is None
+    active = grader if grader is not None else Grader()
+    try:
+        runs = [load_run(p, active, use_cache=not regrade) for p in (run_dir, *baselines)]
+    finally:
+        if own:
+            active.close()
+    summaries = [summarize_run(run) for run in runs]
+    summary = dict(summaries[0])
+    summary["baselines"] = [compare(summary, other) for other in summaries[1:]]
+    summary["notes"] = comparison_notes(list(zip(runs, summaries, strict=True)))
+    written: dict[str, Path] = {}
+    if plots:
+        from atts.report.plots import write_plots
+
+        written = write_plots(list(zip(runs, summaries, strict=True)), out_dir)
+    summary["plots"] = {name: path.name for name, path in written.items()}
+    summary_path = out_dir / SUMMARY
+    summary_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    markdown_path = out_dir / REPORT
+    markdown_path.write_text(render_markdown(summary, summary["plots"]))
+    return ReportFiles(out_dir, markdown_path, summary_path, written, summary)
+
+
+def compare(run: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """A baseline's entry in summary.json: its accuracy, cost and wall time, and the run's
+    ``speedup`` over it (baseline wall / run wall; None when a wall time is zero) and
+    ``token_ratio`` (baseline tokens / run tokens)."""
+    n = baseline["n"]
+    entry = {key: baseline[key] for key in BASELINE_KEYS}
+    entry[f"maj@{n}"] = baseline[f"maj@{n}"]
+    entry[f"pass@{n}"] = baseline[f"pass@{n}"]
+    entry["speedup"] = (speedup(run["wall_seconds"], baseline["wall_seconds"])
+                        if run["wall_seconds"] > 0 and baseline["wall_seconds"] > 0 else None)
+    run_tokens, base_tokens = run["tokens"]["total"], baseline["tokens"]["total"]
+    entry["token_ratio"] = base_tokens / run_tokens if run_tokens > 0 else None
+    return entry
+
+
+def comparison_notes(runs: Sequence[tuple[GradedRun, Mapping[str, Any]]]) -> list[str]:
+    """What makes a baseline comparison unfair: another dataset, other questions, another N.
+    ``runs``: (run, its summary) pairs, the reported run first."""
+    notes = []
+    (first, run), others = runs[0], runs[1:]
+    questions = set(first.questions)
+    for graded, other in others:
+        label = other["label"]
+        if other["dataset"] != run["dataset"]:
+            notes.append(f"{label} ran on {other['dataset']}, this run on {run['dataset']}.")
+        theirs = set(graded.questions)
+        if theirs != questions:
+            notes.append(f"{label} answered other questions ({len(theirs & questions)} in "
+                         f"common, of {len(questions)} here and {len(theirs)} there): its "
+                         "accuracy and wall time are not comparable one to one.")
+        if other["n"] != run["n"]:
+            notes.append(f"{label} drew N = {other['n']} samples per question, this run "
+                         f"N = {run['n']}.")
+    return notes

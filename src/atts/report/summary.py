@@ -1,0 +1,144 @@
+"""The summary of one run: its ``summary.json`` content and the short block `atts run` prints.
+
+``summarize_run`` adds the run's identity (strategy, dataset, alpha, models, wall time) to
+``atts.report.metrics.summarize``; ``format_summary`` turns that dict into an aligned block of
+about eight lines; ``print_summary(run_dir)`` grades a run folder and prints the block.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+from atts.grading import Grader
+from atts.report.graded_run import GradedRun, load_run
+from atts.report.metrics import summarize
+
+WALL_SOURCES = {"last_session": "one session", "rows": "from samples, pauses left out"}
+LABEL = 12  # width of the label column
+
+
+def summarize_run(run: GradedRun) -> dict[str, Any]:
+    """``metrics.summarize`` of the graded rows, plus the run's identity.
+
+    ``alpha`` is the configured one for ATTS runs and None for the other strategies (their
+    decisions do not use it).  With an alpha and scored draft steps, ``control_accuracy`` uses
+    the paper's budget form with m = N samples and B = alpha x N (so ``alpha = B / m``).
+    """
+    config = run.config
+    n = int(config.get("samples") or 0)
+    alpha = run.alpha if run.strategy == "atts" else None
+    budget = alpha * n if alpha and n else None
+    out: dict[str, Any] = {
+        "run_dir": str(run.path),
+        "label": run.label,
+        "strategy": run.strategy,
+        "dataset": run.dataset,
+        "alpha": alpha,
+        "draft": config.get("draft"),
+        "target": config.get("target"),
+        "engine": config.get("engine"),
+        "wall_seconds": run.wall_seconds,
+        "wall_source": run.wall_source,
+    }
+    out.update(summarize(run.rows, alpha=alpha, budget=budget, m=n if budget else None))
+    if out.get("control_accuracy") and out["control_accuracy"]["mean"] is None:
+        del out["control_accuracy"]  # no scored draft step: nothing was controlled
+    out["engine_seconds"] = engine_seconds(run.rows)
+    out["error_messages"] = dict(Counter(_short(r.get("error")) for r in run.rows
+                                         if r.get("status") == "error").most_common(5))
+    out["grading"] = {"cached": run.cached_grades, "failures": run.grading_failures}
+    return out
+
+
+def engine_seconds(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds each engine worked, summed over samples (in-flight samples overlap in time)."""
+    totals = {"draft_decode": 0.0, "target_score": 0.0, "target_decode": 0.0}
+    for row in rows:
+        seconds = row.get("seconds") or {}
+        totals["draft_decode"] += float(seconds.get("draft", 0.0))
+        totals["target_score"] += float(seconds.get("score", 0.0))
+        totals["target_decode"] += float(seconds.get("target", 0.0))
+    return totals
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The aligned text block: identity, accuracy, rejection, answers, time split, wall."""
+    n = summary["n"]
+    alpha = summary.get("alpha")
+    lines = [
+        " · ".join([
+            "atts", str(summary["dataset"]),
+            f"{summary['questions']} questions x {n} samples",
+            f"strategy {summary['strategy']}",
+            *([f"alpha {alpha:g}"] if alpha is not None else []),
+        ]),
+        _row("accuracy", f"pass@1 {summary['pass@1']:.3f}   maj@{n} {summary[f'maj@{n}']:.3f}"
+                         f"   pass@{n} {summary[f'pass@{n}']:.3f}"),
+        _row("rejection", _rejection_text(summary)),
+        _row("answers", _answers_text(summary)),
+    ]
+    tokens, seconds = summary["tokens"], summary["engine_seconds"]
+    kinds = ("draft_decode", "target_score", "target_decode")
+    lines.append(_row("time split", "".join(f"{k.replace('_', ' '):>15}" for k in kinds)
+                      + "   (summed over samples)"))
+    lines.append(_row("  tokens", "".join(f"{tokens[k]:>15,}" for k in kinds)
+                      + f"   total {tokens['total']:,}"))
+    lines.append(_row("  seconds", "".join(f"{seconds_text(seconds[k]):>15}" for k in kinds)))
+    timing = summary["timing"]
+    lines.append(_row("wall", f"{seconds_text(summary['wall_seconds'])} s "
+                              f"({WALL_SOURCES.get(summary['wall_source'], '?')})"
+                              f" · question latency p50 {seconds_text(timing['latency_p50'])} s"
+                              f"  p90 {seconds_text(timing['latency_p90'])} s"))
+    return "\n".join(lines)
+
+
+def print_summary(run_dir: str | Path, *, file: IO[str] | None = None,
+                  grader: Grader | None = None) -> None:
+    """Grade the run in ``run_dir`` (a fresh ``Grader``, closed here, unless one is given) and
+    print its summary block to ``file`` (stdout by default)."""
+    run = load_run(run_dir, grader)
+    print(format_summary(summarize_run(run)), file=file if file is not None else sys.stdout)
+
+
+def seconds_text(seconds: float) -> str:
+    """Seconds with three significant digits at most, never in exponent form."""
+    if seconds == 0 or seconds >= 100:
+        return f"{seconds:.0f}"
+    return f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.3f}"
+
+
+def _rejection_text(summary: dict[str, Any]) -> str:
+    overall = summary["rejection"]["overall"]
+    alpha = summary.get("alpha")
+    if overall is None:
+        return f"none: no draft step was scored (strategy {summary['strategy']})"
+    confidence = round(100 * summary["rejection"]["confidence"])
+    text = (f"{overall['rate']:.3f} of {overall['steps']} draft steps ({confidence}% CI "
+            f"{overall['low']:.3f}-{overall['high']:.3f})")
+    if alpha is None:
+        return text
+    inside = summary["rejection"]["alpha_in_interval"]
+    return f"{text} vs alpha {alpha:g}: {'inside' if inside else 'outside'}"
+
+
+def _answers_text(summary: dict[str, Any]) -> str:
+    samples = summary["samples"]
+    text = (f"{samples - summary['no_answer']} of {samples} samples boxed an answer"
+            f" · {summary['errors']} error{'s' if summary['errors'] != 1 else ''}")
+    if summary["error_messages"]:
+        text += f" (most: {next(iter(summary['error_messages']))})"
+    if summary["grading"]["failures"]:
+        text += f" · {len(summary['grading']['failures'])} graded wrong after a grader failure"
+    return text
+
+
+def _row(label: str, text: str) -> str:
+    return f"{label:<{LABEL}}{text}"
+
+
+def _short(message: Any, width: int = 60) -> str:
+    text = " ".join(str(message or "unknown error").split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,247 @@
+"""Reports of a hand-built run folder: summary.json and report.md against hand-computed numbers,
+real PNG files, the baseline speedup, the summary block `atts run` prints, the grade cache, and
+clear errors for a folder that is not a run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atts.cli.main import main
+from atts.grading import GradeFailure
+from atts.report.build import write_report
+from atts.report.graded_run import GRADES, load_run, wall_time
+from atts.report.metrics import clopper_pearson
+from atts.report.summary import print_summary
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+GOLD = {"gsm8k/0": "18", "gsm8k/1": "3"}
+# question -> answers of samples 0..3 (None: the sample failed).  Graded: q0 2/4 right, majority
+# "18" right; q1 1/4 right, majority "4" wrong.  pass@1 = (2/4 + 1/4) / 2, maj@4 = 1/2, pass@4 = 1.
+ANSWERS = {"gsm8k/0": ["18", "18", "17", None], "gsm8k/1": ["3", "4", "4", "5"]}
+# (question, sample) -> decisions of its round-0 and round-1 draft steps; 1 + 3 of 14 rejected.
+REJECTED = {("gsm8k/0", 1): (True, False), ("gsm8k/1", 0): (False, True),
+            ("gsm8k/1", 2): (False, True), ("gsm8k/1", 3): (False, True)}
+TOKENS = {"draft_decode": 30, "target_decode": 7, "target_score": 30}  # per answered sample
+SECONDS = {"draft": 1.5, "score": 0.5, "target": 0.25, "wall": 3.0}
+
+
+def step(round_: int, author: str, decision: str | None) -> dict[str, Any]:
+    return {"round": round_, "author": author, "kind": "step", "text": "x", "tokens": 15,
+            "kept": decision != "regenerate", "score": 2.0 if decision else None,
+            "p_value": 0.1 if decision == "continue" else 0.6 if decision else None,
+            "decision": decision, "seconds": 0.2}
+
+
+def sample_row(qid: str, index: int, answer: str | None, strategy: str,
+               start: float, finish: float) -> dict[str, Any]:
+    steps = []
+    if answer is not None and strategy == "atts":
+        for round_, rejected in enumerate(REJECTED.get((qid, index), (False, False))):
+            steps.append(step(round_, "draft", "continue" if rejected else "accept"))
+            if rejected:
+                steps.append(step(round_, "target", None))
+    elif answer is not None:
+        steps.append(step(0, "target", None))
+    tokens = dict(TOKENS) if answer is not None else dict.fromkeys(TOKENS, 0)
+    if strategy != "atts" and answer is not None:
+        tokens = {"draft_decode": 0, "target_decode": 100, "target_score": 0}
+    return {
+        "question_id": qid, "dataset": "gsm8k", "sample_index": index, "seed": index,
+        "strategy": strategy, "status": "ok" if answer is not None else "error",
+        "error": None if answer is not None else "EngineError: boom",
+        "answer": answer, "gold": GOLD[qid], "text": f"\\boxed{{{answer}}}", "rounds": 2,
+        "steps": steps, "tokens": tokens,
+        "seconds": dict(SECONDS) if answer is not None else dict.fromkeys(SECONDS, 0.0),
+        "started_at": start, "finished_at": finish,
+    }
+
+
+def make_run(path: Path, *, strategy: str = "atts", session_wall: float = 12.0,
+             skipped: int = 0) -> Path:
+    """2 questions x 4 samples.  Question 0 runs 1000-1005 s, question 1 1001-1010 s: latencies
+    5 s and 9 s, rows span 10 s; the session reports ``session_wall`` seconds."""
+    path.mkdir(parents=True)
+    rows = []
+    for q, (qid, answers) in enumerate(ANSWERS.items()):
+        for i, answer in enumerate(answers):
+            finish = 1000.0 + q + [2, 3, 4, 5][i] + (4 if q and i == 3 else 0)
+            rows.append(sample_row(qid, i, answer, strategy, 1000.0 + q, finish))
+    (path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {"alpha": 0.25, "samples": 4, "strategy": strategy, "dataset": "gsm8k",
+              "draft": "smollm2-135m", "target": "smollm2-135m", "engine": "fake"}
+    manifest = {"config": config, "last_session": {
+        "total": 8, "skipped": skipped, "written": 8 - skipped, "errors": 1,
+        "wall_seconds": session_wall}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("report")
+    run = make_run(root / "atts-run")
+    base = make_run(root / "base-run", strategy="target_only", session_wall=30.0)
+    return write_report(run, [base])
+
+
+def test_summary_json_holds_the_hand_computed_metrics_and_the_run_identity(report) -> None:
+    summary = json.loads(report.summary_json.read_text())
+    assert summary["pass@1"] == pytest.approx((2 / 4 + 1 / 4) / 2)
+    assert summary["maj@4"] == pytest.approx(0.5)
+    assert summary["pass@4"] == pytest.approx(1.0)
+    assert summary["rejection_rate"] == pytest.approx(4 / 14)
+    per_round = summary["rejection"]["per_round"]
+    assert (per_round["0"]["rejections"], per_round["0"]["steps"]) == (1, 7)
+    assert (per_round["1"]["rejections"], per_round["1"]["steps"]) == (3, 7)
+    low, high = clopper_pearson(4, 14)
+    assert summary["rejection"]["overall"]["low"] == pytest.approx(low)
+    assert summary["rejection"]["overall"]["high"] == pytest.approx(high)
+    assert (summary["strategy"], summary["dataset"], summary["alpha"]) == ("atts", "gsm8k", 0.25)
+    assert summary["wall_seconds"] == 12.0 and summary["wall_source"] == "last_session"
+    assert (summary["errors"], summary["no_answer"]) == (1, 1)
+    assert summary["tokens"] == {"draft_decode": 210, "target_decode": 49, "target_score": 210,
+                                 "decode": 259, "total": 469}
+    assert summary["engine_seconds"] == pytest.approx(
+        {"draft_decode": 10.5, "target_score": 3.5, "target_decode": 1.75})
+    assert summary["timing"]["latency_p50"] == pytest.approx(7.0)  # latencies 5 s and 9 s
+    assert summary["plots"] == {name: f"{name}.png"
+                                for name in ("rejection", "accuracy", "latency", "tokens")}
+
+
+def test_baseline_speedup_is_its_wall_over_this_runs_wall(report) -> None:
+    (base,) = json.loads(report.summary_json.read_text())["baselines"]
+    assert base["strategy"] == "target_only" and base["alpha"] is None
+    assert base["speedup"] == pytest.approx(30.0 / 12.0)
+    assert base["wall_seconds"] == 30.0
+    assert (base["pass@1"], base["maj@4"], base["pass@4"]) == pytest.approx((0.375, 0.5, 1.0))
+    assert base["rejection_rate"] is None
+    assert base["token_ratio"] == pytest.approx(700 / 469)
+    assert json.loads(report.summary_json.read_text())["notes"] == []  # same questions, same N
+
+
+def test_every_plot_is_a_non_empty_png(report) -> None:
+    assert set(report.plots) == {"rejection", "accuracy", "latency", "tokens"}
+    for path in report.plots.values():
+        data = path.read_bytes()
+        assert path.parent == report.out_dir and len(data) > 5000
+        assert data.startswith(PNG_MAGIC), path
+
+
+def test_report_md_carries_tables_speedup_and_plots(report) -> None:
+    text = report.markdown.read_text()
+    assert text.startswith("# atts report: atts-run (atts)\n")
+    assert "| atts-run (atts) | atts | 2 x 4 | 0.375 | 0.500 | 1.000 | 7 / 8 | 1 |" in text
+    assert "| base-run (target_only) | target_only | 2 x 4 | 0.375 | 0.500 | 1.000 |" in text
+    assert "Speedup over base-run (target_only): **2.5x** (its wall 30.0 s / this run's 12.0 s)" \
+        in text
+    assert "Overall: **0.286** (4 of 14 scored draft steps" in text
+    assert "| 1 | 7 | 3 | 0.429 |" in text
+    assert "nominal alpha 0.25 is inside the interval" in text
+    for name in ("rejection", "accuracy", "latency", "tokens"):
+        assert f"]({name}.png)" in text
+    assert "1 sample(s) failed with: EngineError: boom" in text
+
+
+def test_print_summary_prints_the_aligned_block(tmp_path, capsys) -> None:
+    print_summary(make_run(tmp_path / "run"))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8
+    assert lines[0] == "atts · gsm8k · 2 questions x 4 samples · strategy atts · alpha 0.25"
+    assert lines[1] == "accuracy    pass@1 0.375   maj@4 0.500   pass@4 1.000"
+    low, high = clopper_pearson(4, 14)
+    assert lines[2] == (f"rejection   0.286 of 14 draft steps (95% CI {low:.3f}-{high:.3f}) "
+                        "vs alpha 0.25: inside")
+    assert lines[3] == ("answers     7 of 8 samples boxed an answer · 1 error "
+                        "(most: EngineError: boom)")
+    assert lines[4].split() == ["time", "split", "draft", "decode", "target", "score", "target",
+                                "decode", "(summed", "over", "samples)"]
+    assert lines[5].split() == ["tokens", "210", "210", "49", "total", "469"]
+    assert lines[6].split() == ["seconds", "10.5", "3.5", "1.8"]
+    assert lines[7] == ("wall        12.0 s (one session) · question latency p50 7.0 s"
+                        "  p90 8.6 s")
+
+
+def test_wall_time_comes_from_the_rows_when_the_run_was_resumed() -> None:
+    rows = [{"started_at": 0.0, "finished_at": 2.0}, {"started_at": 1.0, "finished_at": 3.0},
+            {"started_at": 100.0, "finished_at": 101.0}]  # a pause between two sessions
+    resumed = {"last_session": {"wall_seconds": 1.0, "skipped": 2, "written": 1}}
+    assert wall_time(resumed, rows) == (4.0, "rows")
+    one_session = {"last_session": {"wall_seconds": 5.0, "skipped": 0, "written": 3}}
+    assert wall_time(one_session, rows) == (5.0, "last_session")
+
+
+def test_grades_are_cached_in_the_run_folder_and_regrade_ignores_them(tmp_path) -> None:
+    run = make_run(tmp_path / "run")
+    assert load_run(run).cached_grades == 0
+    cache = json.loads((run / GRADES).read_text())
+    assert ["17", "18", "gsm8k", False] in cache["grades"]
+    assert load_run(run).cached_grades == 7  # the failed sample has no answer to grade
+    cache["grades"] = [[a, g, d, True] for a, g, d, _ in cache["grades"]]  # a forged cache
+    (run / GRADES).write_text(json.dumps(cache))
+    assert all(r["correct"] for r in load_run(run).rows if r["answer"])
+    assert sum(r["correct"] for r in load_run(run, use_cache=False).rows) == 3
+
+
+class FlakyGrader:
+    """Grades by string equality; the answer "17" times out (graded wrong, as Grader does)."""
+
+    def __init__(self) -> None:
+        self.failures: list[GradeFailure] = []
+
+    def grade_many(self, pairs: list[tuple[str, str, str]]) -> list[bool]:
+        for pred, gold, _ in pairs:
+            if pred == "17":
+                self.failures.append(GradeFailure(pred, gold, "timeout after 10.0s"))
+        return [pred == gold for pred, gold, _ in pairs]
+
+
+def test_a_grader_failure_is_reported_and_not_cached(tmp_path) -> None:
+    run = load_run(make_run(tmp_path / "run"), FlakyGrader())  # type: ignore[arg-type]
+    assert run.grading_failures == ["'17' vs '18': timeout after 10.0s"]
+    cached = json.loads((run.path / GRADES).read_text())["grades"]
+    assert [a for a, *_ in cached] == ["18", "3", "4", "5"]  # "17" is tried again next time
+    assert sum(r["correct"] for r in run.rows) == 3
+
+
+def test_a_target_only_run_gets_no_rejection_plot(tmp_path) -> None:
+    files = write_report(make_run(tmp_path / "base", strategy="target_only"), plots=False)
+    assert files.summary["rejection_rate"] is None and files.plots == {}
+    assert "No draft step was scored (strategy target_only)" in files.markdown.read_text()
+
+
+def test_a_missing_or_non_run_folder_is_a_clear_error(tmp_path, capsys) -> None:
+    with pytest.raises(ValueError, match="does not exist; pass the --out folder"):
+        write_report(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a run folder"):
+        print_summary(tmp_path / "empty")
+    run = make_run(tmp_path / "run")
+    with pytest.raises(ValueError, match="not a run folder"):
+        write_report(run, [tmp_path / "empty"])
+    assert not (run / "summary.json").exists()  # checked before anything is written
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_report_writes_into_out_and_prints_the_speedup(tmp_path, capsys) -> None:
+    run = make_run(tmp_path / "run")
+    base = make_run(tmp_path / "base", strategy="target_only", session_wall=30.0)
+    assert main(["report", str(run), "--baseline", str(base), "--out", str(tmp_path / "r"),
+                 "--no-plots"]) == 0
+    out = capsys.readouterr()
+    assert "speedup     2.5x over base (target_only)" in out.out
+    assert "wrote report.md, summary.json" in out.err
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"report.md", "summary.json"}
+
+
+def test_importing_the_report_package_leaves_matplotlib_unloaded() -> None:
+    code = ("import sys, atts.report, atts.report.build, atts.report.summary, "
+            "atts.cli.report_cmd\nprint('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
