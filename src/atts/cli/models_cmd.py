@@ -72,9 +72,11 @@ def _size(n: int) -> str:
 def list_handler(args: argparse.Namespace) -> int:
     del args
     print(f"cache: {models_dir()}")
-    print(f"{'name':<20} {'role':<7} {'size':>9}  {'status':<8} path")
+    print(f"{'name':<20} {'role':<7} {'size':>9}  {'status':<10} path")
     for status in list_models():
-        state = "present" if status.present else "missing"
+        # "present" without "verified": the file was not installed by `pull` (or changed since);
+        # the next use hashes it once.
+        state = "verified" if status.verified else "present" if status.present else "missing"
         print(f"{status.spec.name:<20} {status.spec.role:<7} {_size(status.spec.size):>9}  "
-              f"{state:<8} {status.path}")
+              f"{state:<10} {status.path}")
     return 0

@@ -20,6 +20,18 @@ def log_softmax(logits: FloatArray) -> npt.NDArray[np.float64]:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def token_logprobs(logits: FloatArray, targets: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """log_softmax(logits[i])[targets[i]] for each row i, in float64, with one scratch array
+    (a 64 x 150k block is 78 MB in float64: temporaries cost more than the arithmetic)."""
+    z = np.array(logits, dtype=np.float64)  # a copy: exp runs in place below
+    rows = np.arange(z.shape[0])
+    top = z.max(axis=1)
+    picked = z[rows, np.asarray(targets)] - top
+    z -= top[:, None]
+    np.exp(z, out=z)
+    return picked - np.log(z.sum(axis=1))
+
+
 def _nucleus(probs: npt.NDArray[np.float64], top_p: float) -> npt.NDArray[np.intp]:
     """Ids of the smallest set of most probable tokens whose mass reaches ``top_p``.
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from atts.engines._sampling import log_softmax, sample_token
+from atts.engines._sampling import sample_token, token_logprobs
 from atts.engines.base import (
     ChatMessage,
     ContextOverflowError,
@@ -355,9 +355,7 @@ class LlamaCppEngine:
             hi = min(len(full) - 1, lo + self._score_chunk)
             self._decode(slot, full[lo:hi], lo, logits=True)
             rows = np.stack([self._row(slot, i) for i in range(hi - lo)])
-            logp = log_softmax(rows)
-            targets = np.asarray(full[lo + 1:hi + 1])
-            logprobs.extend(logp[np.arange(hi - lo), targets].tolist())
+            logprobs.extend(token_logprobs(rows, full[lo + 1:hi + 1]).tolist())
         return StepScore(tuple(logprobs), cached_tokens=cached,
                          seconds=time.perf_counter() - t0)
 

@@ -45,7 +45,8 @@ class ModelIntegrityError(ModelProvisioningError):
 class ModelStatus:
     spec: ModelSpec
     path: Path
-    present: bool  # file exists (not necessarily verified yet)
+    present: bool  # the file exists
+    verified: bool  # its sidecar records the registered sha256 for its current size and mtime
 
 
 def models_dir() -> Path:
@@ -114,10 +115,14 @@ def model_path(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
 
 
 def list_models(cache_dir: Path | None = None) -> list[ModelStatus]:
-    return [
-        ModelStatus(spec, model_path(spec, cache_dir), model_path(spec, cache_dir).is_file())
-        for spec in MODELS.values()
-    ]
+    """Every named model and its state in the cache (cheap: reads sidecars, hashes nothing)."""
+    out = []
+    for spec in MODELS.values():
+        path = model_path(spec, cache_dir)
+        present = path.is_file()
+        out.append(ModelStatus(spec, path, present,
+                               present and _read_sidecar(path) == spec.sha256))
+    return out
 
 
 def is_verified(spec: ModelSpec, path: Path) -> bool:

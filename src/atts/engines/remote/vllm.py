@@ -1,0 +1,125 @@
+"""The vLLM engine: a vLLM OpenAI-compatible server (``vllm serve``) over HTTP.
+
+- ``generate``: ``POST /v1/completions`` with the prompt as token ids, the step's sampling
+  parameters, its stop strings kept in the output (``include_stop_str_in_output``), and the
+  generated ids asked for twice: ``return_token_ids`` (vLLM >= 0.10.2) and, for older servers,
+  ``logprobs: 0`` with ``return_tokens_as_token_ids`` (ids as "token_id:N" strings).  Both are
+  exact; re-tokenising the text is never needed.  The text is the client's detokenisation of
+  those ids, as in the in-process engines.  ``finish_reason`` "stop" with a string
+  ``stop_reason`` is a stop string; with a null or integer ``stop_reason`` it is the model's
+  end-of-generation token, which vLLM returns as the last id (``Generation``'s convention).
+- ``score``: ``POST /v1/completions`` on prefix + step with ``prompt_logprobs: 0``,
+  ``max_tokens: 1`` (0 is refused) and ``temperature: 0``; entry i of ``prompt_logprobs`` is
+  log p(token i | tokens before it) (entry 0 is null), so the step's values are entries
+  ``len(prefix)..``.  Caveat (docs/REMOTE.md): vLLM does not serve requests that ask for prompt
+  log-probabilities from its prefix cache, so each scored step re-runs the whole trajectory.
+
+At start-up the engine checks every endpoint's ``/health``, reads the served model's name and
+``max_model_len`` from ``/v1/models``, and compares the server's tokenisation of a probe text
+(``POST /tokenize``) with the client's: a different tokenizer would make every id wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from atts.engines.base import EngineError, FinishReason, SamplingParams
+from atts.engines.remote.completions import (
+    cached_prompt_tokens,
+    first_choice,
+    prompt_logprob_values,
+    returned_ids,
+)
+from atts.engines.remote.engine import RemoteEngine
+from atts.engines.remote.http import RemoteResponseError, RemoteUnavailableError
+
+# Digits, a multi-byte character, a superscript and a blank line: tokenizers differ on these.
+PROBE_TEXT = "Step 1: 12 × 7 = 84, so x² − 3x = \\boxed{42}.\n\nWait"
+
+
+class VllmEngine(RemoteEngine):
+    """A model served by vLLM (see ``RemoteEngine`` for the constructor)."""
+
+    backend: ClassVar[str] = "vllm"
+    health_paths: ClassVar[tuple[str, ...]] = ("/health",)
+
+    def _check_server(self) -> None:
+        body = self._http.post_sync(
+            self._http.urls[0],
+            "/tokenize",
+            {"model": self._served, "prompt": PROBE_TEXT, "add_special_tokens": False},
+        )
+        tokens = body.get("tokens") if isinstance(body, dict) else None
+        if not isinstance(tokens, list):
+            return  # no /tokenize on this server: nothing to compare
+        mine = self.tokenize(PROBE_TEXT)
+        if tokens != mine:
+            raise EngineError(
+                f"vllm: the server's tokenizer ({self._served}) and the client's "
+                f"({self._tokenizer.name}) disagree on a probe text ({tokens[:8]}... vs "
+                f"{mine[:8]}...); pass tokenizer=the folder the server loaded"
+            )
+
+    def _generate_request(self, prompt: list[int], params: SamplingParams) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self._served,
+            "prompt": prompt,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "n": 1,
+            "include_stop_str_in_output": True,
+            "return_token_ids": True,
+            "logprobs": 0,
+            "return_tokens_as_token_ids": True,
+        }
+        if params.stop:
+            payload["stop"] = list(params.stop)
+        if params.seed is not None:
+            payload["seed"] = params.seed
+        return payload
+
+    def _read_generation(self, body: Any, prompt: list[int], params: SamplingParams
+                         ) -> tuple[list[int], FinishReason, int]:
+        choice = first_choice(body, self.backend)
+        ids = returned_ids(choice)
+        if ids is None:
+            raise RemoteResponseError(
+                "vllm: the answer carries no token ids (neither token_ids nor "
+                "logprobs.tokens as 'token_id:N'); is this a vLLM server? For other servers "
+                "use the openai backend"
+            )
+        finish = choice.get("finish_reason")
+        stop_reason = choice.get("stop_reason")
+        reason: FinishReason
+        if finish == "length":
+            reason = "length"
+        elif finish == "stop" and isinstance(stop_reason, str):
+            reason = "stop"
+        elif finish == "stop":
+            reason = "eos"
+            ids = self._ending_with_eos(ids, stop_reason if isinstance(stop_reason, int) else None)
+        elif finish == "abort":
+            raise RemoteUnavailableError("vllm: the server aborted the request",
+                                         endpoints=self._http.urls)
+        else:
+            raise RemoteResponseError(f"vllm: unexpected finish_reason {finish!r}")
+        return ids, reason, cached_prompt_tokens(body)
+
+    def _score_request(self, prefix: list[int], step: list[int]) -> dict[str, Any]:
+        return {
+            "model": self._served,
+            "prompt": prefix + step,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "n": 1,
+            "prompt_logprobs": 0,
+        }
+
+    def _read_score(self, body: Any, prefix: list[int], step: list[int]
+                    ) -> tuple[list[float], int]:
+        values = prompt_logprob_values(body, prefix + step, len(prefix), self.backend)
+        return values, cached_prompt_tokens(body)
+
+    def _score_extra_tokens(self) -> int:
+        return 1

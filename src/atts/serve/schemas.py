@@ -1,0 +1,250 @@
+"""What a chat-completion request may say, checked in two passes, each failure a clean 4xx.
+
+1. Shape (pydantic, strict JSON): types, required fields, fixed ranges (``temperature`` in
+   [0, 2], ``alpha`` in (0, 1)), known roles and text-only content.  Unknown fields are refused
+   like the OpenAI API refuses them; a few OpenAI fields that do not change the answer are
+   accepted and ignored (penalties, ``user``, ``metadata``, ...); fields asking for what ATTS
+   cannot do (tools, logprobs, stop strings, JSON mode) are refused by name.
+2. The server's limits (``ServeSettings``): ``n``, ``max_tokens``, rounds, step tokens, and
+   the model name (404 when unknown).
+
+The result is a ``ChatRequest``: the conversation as ``ChatMessage`` values and the service's
+``SolveOptions``.  ATTS settings come in the request's ``atts`` object (an extra body field:
+``extra_body={"atts": {...}}`` with the openai client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from atts.engines.base import ChatMessage
+from atts.serve.errors import ApiError, bad_request
+from atts.serve.service import SolveOptions
+from atts.serve.settings import ServeSettings
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_UNSUPPORTED = (
+    "tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs",
+    "response_format", "stop", "audio", "prediction", "modalities",
+)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    role: str
+    content: Any = None
+    name: str | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(
+                f"unknown role {role!r}: this model takes system, developer, user and "
+                "assistant messages (no tool messages)"
+            )
+        return role
+
+    @field_validator("content")
+    @classmethod
+    def _text(cls, content: Any) -> str:
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list) and content:
+            parts = []
+            for part in content:
+                if not (isinstance(part, dict) and part.get("type") == "text"
+                        and isinstance(part.get("text"), str)):
+                    raise ValueError(
+                        "only text content is supported: a string, or a list of "
+                        '{"type": "text", "text": "..."} parts'
+                    )
+                parts.append(part["text"])
+            return "".join(parts)
+        raise ValueError(
+            'content must be a string or a non-empty list of {"type": "text", "text": ...} '
+            "parts"
+        )
+
+
+class _AttsOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    trace: bool = False
+    alpha: float | None = Field(None, gt=0, lt=1)
+    alpha_discard: float | None = Field(None, ge=0, lt=1)
+    rounds: int | None = Field(None, ge=1)
+    min_rounds: int | None = Field(None, ge=0)
+    draft_tokens: int | None = Field(None, ge=1)
+    target_tokens: int | None = Field(None, ge=1)
+    force_answer: Literal["target", "draft", "none"] | None = None
+
+
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    include_usage: bool = False
+
+
+class _ChatBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(min_length=1)
+    messages: list[_Message] = Field(min_length=1)
+    n: int | None = Field(None, ge=1)
+    stream: bool | None = False
+    stream_options: _StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    atts: _AttsOptions | None = None
+    # Accepted and ignored: they do not change what ATTS writes.
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+    # Refused when set (see _refuse_unsupported).
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    response_format: Any = None
+    stop: Any = None
+    audio: Any = None
+    prediction: Any = None
+    modalities: Any = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    options: SolveOptions
+    stream: bool
+    include_usage: bool
+
+
+def parse_chat_request(
+    raw: bytes, settings: ServeSettings, models: Collection[str]
+) -> ChatRequest:
+    """The request in ``raw`` (a JSON body), or an ``ApiError`` saying what to fix."""
+    if not raw.strip():
+        raise bad_request("the request body is empty; send a JSON object with model and "
+                          "messages", code="invalid_json")
+    try:
+        body = _ChatBody.model_validate_json(raw, strict=True)
+    except ValidationError as err:
+        raise _from_validation(err) from err
+    _refuse_unsupported(body)
+    if body.model not in models:
+        raise ApiError(
+            404, f"the model {body.model!r} does not exist; this server serves "
+            f"{', '.join(repr(m) for m in models)} (GET /v1/models)",
+            param="model", code="model_not_found",
+        )
+    if body.stream_options is not None and not body.stream:
+        raise bad_request("stream_options is only allowed with stream: true",
+                          param="stream_options")
+    options = _options(body, settings)
+    messages = tuple(ChatMessage(ROLES[m.role], m.content) for m in body.messages)  # type: ignore[arg-type]
+    if not any(m.role == "user" for m in messages):
+        raise bad_request("messages hold no user message; add one", param="messages")
+    return ChatRequest(
+        model=body.model,
+        messages=messages,
+        options=options,
+        stream=bool(body.stream),
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+    )
+
+
+def _options(body: _ChatBody, settings: ServeSettings) -> SolveOptions:
+    n = body.n if body.n is not None else 1
+    if n > settings.max_n:
+        raise bad_request(f"n must lie in [1, {settings.max_n}] on this server, got {n}",
+                          param="n")
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > settings.max_completion_tokens:
+        raise bad_request(
+            f"max_tokens must lie in [1, {settings.max_completion_tokens}] on this server, "
+            f"got {max_tokens}", param="max_completion_tokens" if body.max_completion_tokens
+            else "max_tokens",
+        )
+    atts = body.atts or _AttsOptions()
+    if atts.rounds is not None and atts.rounds > settings.max_rounds:
+        raise bad_request(f"atts.rounds must lie in [1, {settings.max_rounds}], got "
+                          f"{atts.rounds}", param="atts.rounds")
+    for key in ("draft_tokens", "target_tokens"):
+        value = getattr(atts, key)
+        if value is not None and value > settings.max_step_tokens:
+            raise bad_request(f"atts.{key} must lie in [1, {settings.max_step_tokens}], got "
+                              f"{value}", param=f"atts.{key}")
+    overrides: dict[str, Any] = {
+        key: getattr(atts, key)
+        for key in ("alpha", "alpha_discard", "rounds", "min_rounds", "draft_tokens",
+                    "target_tokens", "force_answer")
+        if getattr(atts, key) is not None
+    }
+    if body.temperature is not None:
+        overrides["temperature"] = body.temperature
+    if body.top_p is not None:
+        overrides["top_p"] = body.top_p
+    return SolveOptions(n=n, seed=body.seed, max_tokens=max_tokens, trace=atts.trace,
+                        overrides=overrides)
+
+
+def _refuse_unsupported(body: _ChatBody) -> None:
+    for key in _UNSUPPORTED:
+        value = getattr(body, key)
+        if value is None or value is False or value == [] or value == "":
+            continue
+        if key == "response_format" and isinstance(value, dict) and value.get("type") == "text":
+            continue
+        raise bad_request(
+            f"{key} is not supported by ATTS: it writes reasoning steps separated by blank "
+            "lines and ends at a \\boxed{} answer; remove the field",
+            param=key, code="unsupported_parameter",
+        )
+
+
+_TYPE_ERRORS = ("_type", "_parsing")
+
+
+def _from_validation(err: ValidationError) -> ApiError:
+    first = err.errors(include_url=False)[0]
+    kind = str(first["type"])
+    param = _param(first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if kind == "json_invalid":
+        return bad_request(f"the request body is not valid JSON: {message}", code="invalid_json")
+    if kind == "model_type" and not first["loc"]:
+        return bad_request("the request body must be a JSON object", code="invalid_type")
+    if kind == "missing":
+        return bad_request(f"missing required parameter {param!r}", param=param,
+                           code="missing_required_parameter")
+    if kind == "extra_forbidden":
+        return bad_request(f"unrecognized request argument supplied: {param!r}", param=param,
+                           code="unknown_parameter")
+    code = "invalid_type" if kind.endswith(_TYPE_ERRORS) or kind == "model_type" \
+        else "invalid_value"
+    return bad_request(f"invalid {param!r}: {message}", param=param, code=code)
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"

@@ -1,0 +1,50 @@
+"""The server's settings: admission, limits on what one request may ask, and the bank file.
+
+One frozen value built once (by ``atts serve`` from its flags, or by a test) and passed to both
+the service and the app.  The ATTS defaults themselves (alpha, rounds, step tokens, sampling)
+live in the server's ``RunConfig``; these settings only bound what a request may override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    # Access.
+    api_key: str | None = None  # None: no key needed; else "Authorization: Bearer KEY"
+
+    # Admission control (docs/SERVE.md, "Admission").
+    max_queue: int = 32  # requests admitted at once (running + waiting for sample slots)
+    request_timeout: float = 300.0  # seconds from admission to the answer, streams included
+    max_body_bytes: int = 1 << 20
+    keepalive_seconds: float = 10.0  # SSE comment lines while a stream waits for the vote
+
+    # Bounds on what one request may ask.
+    max_n: int = 8
+    max_rounds: int = 32
+    max_step_tokens: int = 1024
+    max_completion_tokens: int = 16384  # the largest `max_tokens` accepted
+
+    # The shared calibration bank.
+    bank_path: str | None = None  # None: in memory only (lost at exit)
+    force_bank: bool = False  # load a bank whose fingerprint differs
+    bank_save_every: int = 20  # save after this many new scores (and at shutdown)
+    bank_max: int = 100_000  # stop growing past this many scores (decisions go on)
+
+    def __post_init__(self) -> None:
+        positive = (
+            "max_queue", "max_body_bytes", "max_n", "max_rounds", "max_step_tokens",
+            "max_completion_tokens", "bank_save_every", "bank_max",
+        )
+        for key in positive:
+            value = getattr(self, key)
+            if value < 1:
+                raise ValueError(f"invalid {key}: must be >= 1, got {value}")
+        for key in ("request_timeout", "keepalive_seconds"):
+            value = getattr(self, key)
+            if not value > 0:
+                raise ValueError(f"invalid {key}: must be > 0 seconds, got {value}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("invalid api_key: empty; pass a non-empty key or none at all")
