@@ -3,6 +3,10 @@
 #   make demo   set up everything, then run ATTS on 5 GSM8K problems with the embedded Qwen pair
 #   make test   set up everything, then run the default test suite
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# This machine image's pip config names a local index folder that is partly absent; pip warns
+# once per package.  The warnings are harmless: filter them so real errors stay visible.
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,8 +25,8 @@ DEMO_OUT ?= runs/demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
-	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3 $(PIP_QUIET)
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]" $(PIP_QUIET)
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)

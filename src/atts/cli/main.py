@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "atts.cli.calibrate_cmd",
     "atts.cli.models_cmd",
     "atts.cli.report_cmd",
+    "atts.cli.simulate_cmd",
+    "atts.cli.serve_cmd",
 )
 
 

@@ -22,6 +22,9 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "llama_cpp": ("atts.engines.llama_cpp", "LlamaCppEngine"),
     "transformers": ("atts.engines.transformers_engine", "TransformersEngine"),
     "fake": ("atts.engines.fake", "FakeEngine"),
+    "vllm": ("atts.engines.remote.vllm", "VllmEngine"),
+    "sglang": ("atts.engines.remote.sglang", "SglangEngine"),
+    "openai": ("atts.engines.remote.openai_compat", "OpenAICompatEngine"),
 }
 
 DEFAULT_BACKEND = "llama_cpp"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -41,6 +42,20 @@ class ScoredDraft:
 
 # (question_id, sample_index) -> that sample's drafted and scored first step.
 DraftAndScore = Callable[[str, int], Awaitable[ScoredDraft]]
+
+
+class CalibratorLike(Protocol):
+    """What the strategies ask of calibration: a run's ``Calibrator`` or the server's shared
+    online bank.  ``decide`` may answer ``p = None`` while no p-value is possible yet (a cold
+    bank), with the decision the caller's warm-up policy chose."""
+
+    async def first_step(self, question_id: str, sample_index: int) -> ScoredDraft | None: ...
+
+    async def decide(
+        self, question_id: str, round_index: int, score: float, *, own_in_bank: bool
+    ) -> tuple[float | None, Decision]: ...
+
+    def add(self, question_id: str, score: float) -> None: ...
 
 
 class CalibrationError(ValueError):

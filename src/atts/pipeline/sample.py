@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from atts.config import RunConfig
 from atts.engines.base import Generation, SamplingParams
 from atts.grading import extract_boxed
-from atts.pipeline.calibration import Calibrator
+from atts.pipeline.calibration import CalibratorLike
 from atts.pipeline.guarded import GuardedEngine
 from atts.pipeline.prompt import (
     ANSWER_CUE,
@@ -51,7 +51,7 @@ class SampleEnv:
     config: RunConfig
     draft: GuardedEngine
     target: GuardedEngine
-    calibrator: Calibrator
+    calibrator: CalibratorLike | None  # None: a job that drafts and scores without deciding
     prompt_ids: Callable[[str], list[int]]
     context_length: int
     coordinator: object | None = None  # sync strategy: the per-question round barrier

@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from atts.conformal import Decision
-from atts.pipeline.calibration import ScoredDraft
+from atts.pipeline.calibration import CalibratorLike, ScoredDraft
 from atts.pipeline.sample import RoundBody, SampleEnv, SampleState, write_step
 from atts.pipeline.trace import Step
 
@@ -36,10 +36,18 @@ async def _judged_draft(
 ) -> tuple[ScoredDraft, bool]:
     """This round's scored draft step; True when its score is a calibration score."""
     if round_index == 0:
-        stashed = await env.calibrator.first_step(state.spec.question_id, state.spec.sample_index)
+        stashed = await _calibrator(env).first_step(
+            state.spec.question_id, state.spec.sample_index
+        )
         if stashed is not None:
             return stashed, True
     return await draft_and_score(state, env, round_index), False
+
+
+def _calibrator(env: SampleEnv) -> CalibratorLike:
+    if env.calibrator is None:
+        raise ValueError("the atts strategy needs a calibrator in its SampleEnv")
+    return env.calibrator
 
 
 def _count(state: SampleState, drafted: ScoredDraft) -> None:
@@ -63,11 +71,11 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
         state.append(Step(round_index, "draft", "", 0), generation)
         return
     ppl = drafted.score.perplexity
-    p, decision = await env.calibrator.decide(
+    p, decision = await _calibrator(env).decide(
         state.spec.question_id, round_index, ppl, own_in_bank=calibration
     )
     if env.config.grow_bank and not calibration:
-        env.calibrator.add(state.spec.question_id, ppl)
+        _calibrator(env).add(state.spec.question_id, ppl)
     step = Step(
         round_index, "draft", generation.text, len(generation.token_ids),
         kept=decision is not Decision.REGENERATE, score=ppl, p_value=p,

@@ -178,7 +178,7 @@ async def _calibration_scores(
                             max_retries=config.max_retries, backoff=config.retry_backoff),
         target=GuardedEngine(target, concurrency=config.target_concurrency,
                              max_retries=config.max_retries, backoff=config.retry_backoff),
-        calibrator=None,  # type: ignore[arg-type]  # drafting and scoring need no bank
+        calibrator=None,  # drafting and scoring need no bank
         prompt_ids=lambda q: target.render_chat(prompt.question_messages(q)),
         context_length=min(draft.info.context_length, target.info.context_length),
     )

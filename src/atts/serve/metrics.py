@@ -19,8 +19,12 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from atts.pipeline.trace import SampleTrace
+
+if TYPE_CHECKING:
+    from atts.serve.service import AttsService
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                    300.0)
@@ -146,6 +150,30 @@ class ServeMetrics:
             family(name, "gauge", help_text)
             out.append(f"{name} {_num(float(read()))}")
         return "\n".join(out) + "\n"
+
+
+def register_gauges(metrics: ServeMetrics, service: AttsService) -> None:
+    """The gauges that read the service's present state at every scrape."""
+    gauge = metrics.gauge
+    gauge("atts_requests_admitted", "Requests admitted (running or waiting).",
+          lambda: service.admitted)
+    gauge("atts_queue_capacity", "Most requests admitted at once (--max-queue).",
+          lambda: service.settings.max_queue)
+    gauge("atts_requests_solving", "Requests whose samples are running or queued.",
+          lambda: service.solving)
+    gauge("atts_samples_active", "Samples holding a sample slot.",
+          lambda: service.active_samples)
+    gauge("atts_engine_in_flight_draft", "Draft engine calls in flight.",
+          lambda: service.draft.in_flight)
+    gauge("atts_engine_in_flight_target", "Target engine calls in flight.",
+          lambda: service.target.in_flight)
+    gauge("atts_engine_retries", "Engine calls retried since start.",
+          lambda: service.draft.retries + service.target.retries)
+    gauge("atts_bank_size", "Scores in the shared calibration bank.", lambda: len(service.bank))
+    gauge("atts_bank_added", "Scores added to the bank since start.", lambda: service.bank.added)
+    gauge("atts_bank_saves", "Bank saves since start.", lambda: service.bank.saves)
+    gauge("atts_bank_save_errors", "Bank saves that failed.", lambda: service.bank.save_errors)
+    gauge("atts_alpha", "The server's default alpha.", lambda: service.config.alpha)
 
 
 def _labels(labels: Labels) -> str:

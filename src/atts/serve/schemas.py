@@ -15,7 +15,7 @@ The result is a ``ChatRequest``: the conversation as ``ChatMessage`` values and 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,7 +26,10 @@ from atts.serve.errors import ApiError, bad_request
 from atts.serve.service import SolveOptions
 from atts.serve.settings import ServeSettings
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+Role = Literal["system", "user", "assistant"]
+ROLES: dict[str, Role] = {
+    "system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+}
 _UNSUPPORTED = (
     "tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs",
     "response_format", "stop", "audio", "prediction", "modalities",
@@ -37,7 +40,7 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     role: str
-    content: Any = None
+    content: Any
     name: str | None = None
 
     @field_validator("role")
@@ -76,12 +79,12 @@ class _AttsOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     trace: bool = False
-    alpha: float | None = Field(None, gt=0, lt=1)
-    alpha_discard: float | None = Field(None, ge=0, lt=1)
-    rounds: int | None = Field(None, ge=1)
-    min_rounds: int | None = Field(None, ge=0)
-    draft_tokens: int | None = Field(None, ge=1)
-    target_tokens: int | None = Field(None, ge=1)
+    alpha: float | None = Field(default=None, gt=0, lt=1)
+    alpha_discard: float | None = Field(default=None, ge=0, lt=1)
+    rounds: int | None = Field(default=None, ge=1)
+    min_rounds: int | None = Field(default=None, ge=0)
+    draft_tokens: int | None = Field(default=None, ge=1)
+    target_tokens: int | None = Field(default=None, ge=1)
     force_answer: Literal["target", "draft", "none"] | None = None
 
 
@@ -96,18 +99,18 @@ class _ChatBody(BaseModel):
 
     model: str = Field(min_length=1)
     messages: list[_Message] = Field(min_length=1)
-    n: int | None = Field(None, ge=1)
+    n: int | None = Field(default=None, ge=1)
     stream: bool | None = False
     stream_options: _StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     atts: _AttsOptions | None = None
     # Accepted and ignored: they do not change what ATTS writes.
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
@@ -147,7 +150,7 @@ def parse_chat_request(
     try:
         body = _ChatBody.model_validate_json(raw, strict=True)
     except ValidationError as err:
-        raise _from_validation(err) from err
+        raise from_errors(err.errors(include_url=False)) from err
     _refuse_unsupported(body)
     if body.model not in models:
         raise ApiError(
@@ -159,7 +162,7 @@ def parse_chat_request(
         raise bad_request("stream_options is only allowed with stream: true",
                           param="stream_options")
     options = _options(body, settings)
-    messages = tuple(ChatMessage(ROLES[m.role], m.content) for m in body.messages)  # type: ignore[arg-type]
+    messages = tuple(ChatMessage(ROLES[m.role], m.content) for m in body.messages)
     if not any(m.role == "user" for m in messages):
         raise bad_request("messages hold no user message; add one", param="messages")
     return ChatRequest(
@@ -223,14 +226,20 @@ def _refuse_unsupported(body: _ChatBody) -> None:
 _TYPE_ERRORS = ("_type", "_parsing")
 
 
-def _from_validation(err: ValidationError) -> ApiError:
-    first = err.errors(include_url=False)[0]
-    kind = str(first["type"])
-    param = _param(first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
+def from_errors(errors: Sequence[Any]) -> ApiError:
+    """The OpenAI-shaped 400 for the first of pydantic's (or FastAPI's) validation errors."""
+    if not errors:
+        return bad_request("invalid request")
+    first = errors[0]
+    kind = str(first.get("type", ""))
+    loc = tuple(first.get("loc", ()))
+    if loc and loc[0] == "body":  # FastAPI prefixes where a field came from
+        loc = loc[1:]
+    param = _param(loc)
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if kind == "json_invalid":
         return bad_request(f"the request body is not valid JSON: {message}", code="invalid_json")
-    if kind == "model_type" and not first["loc"]:
+    if kind in ("model_type", "model_attributes_type") and not loc:
         return bad_request("the request body must be a JSON object", code="invalid_type")
     if kind == "missing":
         return bad_request(f"missing required parameter {param!r}", param=param,

@@ -1,13 +1,20 @@
 """The server's settings: admission, limits on what one request may ask, and the bank file.
 
-One frozen value built once (by ``atts serve`` from its flags, or by a test) and passed to both
-the service and the app.  The ATTS defaults themselves (alpha, rounds, step tokens, sampling)
-live in the server's ``RunConfig``; these settings only bound what a request may override.
+``ServeSettings`` is one frozen value built once (by ``atts serve`` from its flags, or by a
+test) and passed to both the service and the app.  The ATTS defaults themselves (alpha,
+rounds, step tokens, sampling) live in the server's ``RunConfig``, made by ``server_config``
+(the ATTS strategy with one online marginal bank); these settings only bound what a request
+may override.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from atts.config import RunConfig
+from atts.conformal import min_bank_size
 
 
 @dataclass(frozen=True)
@@ -48,3 +55,16 @@ class ServeSettings:
                 raise ValueError(f"invalid {key}: must be > 0 seconds, got {value}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("invalid api_key: empty; pass a non-empty key or none at all")
+
+
+def server_config(values: Mapping[str, Any]) -> RunConfig:
+    """A ``RunConfig`` for the server from RunConfig keys: the ATTS strategy, one online
+    marginal bank that grows with every judged step, and a warm-up size valid for alpha."""
+    from atts.conformal.pvalue import check_alpha
+
+    merged = {**values, "strategy": "atts", "calibration": "marginal",
+              "calibration_file": None, "grow_bank": True, "sync_budget": 0}
+    alpha = check_alpha(float(merged.get("alpha", RunConfig.alpha)))
+    merged["warmup"] = max(int(merged.get("warmup", RunConfig.warmup)),
+                           min_bank_size(alpha) + 1)
+    return RunConfig.from_mapping(merged)

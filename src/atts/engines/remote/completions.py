@@ -77,7 +77,7 @@ def prompt_logprob_values(body: Any, full: Sequence[int], start: int, backend: s
 def _logprob_of(entry: Any, token: int, position: int, backend: str) -> float:
     if not isinstance(entry, dict):
         raise RemoteResponseError(f"{backend}: no prompt log-probability at position {position}")
-    value = entry.get(str(token), entry.get(token))  # type: ignore[call-overload]
+    value = entry.get(str(token), entry.get(token))
     if isinstance(value, dict):
         value = value.get("logprob")
     if not isinstance(value, int | float):

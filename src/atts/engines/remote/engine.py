@@ -90,13 +90,13 @@ class RemoteEngine:
             headers={"Authorization": f"Bearer {key}"} if key else None,
             transport=transport,
         )
+        listed: dict[str, int | None] | None = None
+        if check_health:  # before loading the tokenizer: a dead server fails in seconds
+            self._http.check_health(self.health_paths)
+            listed = self._served_models()
         self._tokenizer = (
             source if isinstance(source, ClientTokenizer) else _load_tokenizer(source)
         )
-        listed: dict[str, int | None] | None = None
-        if check_health:
-            self._http.check_health(self.health_paths)
-            listed = self._served_models()
         self._served = self._choose_served(model, served_model_name, listed)
         server_ctx = listed.get(self._served) if listed else None
         if n_ctx is None and server_ctx is None:
@@ -159,6 +159,7 @@ class RemoteEngine:
         }
         if self._server_ctx is not None:
             extra["server_max_model_len"] = str(self._server_ctx)
+        extra.update(self._extra_info())
         return EngineInfo(
             backend=self.backend,
             model=self._served,
@@ -247,6 +248,10 @@ class RemoteEngine:
                     ) -> tuple[list[float], int]:
         """(one log-probability per step token, prompt tokens served from the cache)."""
         raise NotImplementedError
+
+    def _extra_info(self) -> dict[str, str]:
+        """Backend-specific entries of ``info.extra``."""
+        return {}
 
     def _score_extra_tokens(self) -> int:
         """Tokens a scoring request generates besides the prompt (vLLM refuses max_tokens 0)."""

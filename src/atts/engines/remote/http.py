@@ -242,6 +242,7 @@ class RemoteHttp:
         self._rng = rng or random.Random()
         self._sleep = sleep or asyncio.sleep
         self._client: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     # -- async requests ----------------------------------------------------------------------
 
@@ -296,9 +297,13 @@ class RemoteHttp:
             await self._sleep(delay)
 
     def _async_client(self) -> Any:
-        if self._client is None:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # A client's connections belong to the event loop that opened them; a new loop
+            # (a second asyncio.run) gets a new client.
             import httpx
 
+            self._client_loop = loop
             self._client = httpx.AsyncClient(
                 transport=self._transport,
                 headers=self._headers,
@@ -309,7 +314,7 @@ class RemoteHttp:
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
+        if client is not None and self._client_loop is asyncio.get_running_loop():
             await client.aclose()
 
     # -- synchronous start-up checks ---------------------------------------------------------

@@ -26,6 +26,7 @@ from atts.engines.remote.engine import RemoteEngine
 from atts.engines.remote.http import (
     RemoteResponseError,
     RemoteUnavailableError,
+    is_overflow_message,
     refusal,
     retryable_status,
 )
@@ -127,12 +128,13 @@ class SglangEngine(RemoteEngine):
             )
         return body, meta
 
-    def _abort_error(self, finish: dict[str, Any]) -> Exception:
+    def _abort_error(self, finish: Any) -> Exception:
+        finish = finish if isinstance(finish, dict) else {}
         message = str(finish.get("message") or "the server aborted the request")
         status = finish.get("status_code")
         if isinstance(status, int) and 400 <= status < 500 and not retryable_status(status):
             return refusal(status, message, self._http.urls[0], self.backend)
-        if "context length" in message.lower() or "too long" in message.lower():
+        if is_overflow_message(message):
             return refusal(400, message, self._http.urls[0], self.backend)
         return RemoteUnavailableError(f"sglang: aborted: {message}", endpoints=self._http.urls)
 

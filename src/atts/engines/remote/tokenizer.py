@@ -8,7 +8,7 @@ send ids rather than text.  ``ClientTokenizer.load`` reads a Hugging Face fast t
   e.g. the folder the server loaded: the surest way to get the same ids;
 - a GGUF file, or a named model of ``atts models list`` (resolved by ``resolve_model``): the
   tokenizer and template stored in the GGUF, read by transformers (``gguf_file=``; needs the
-  ``gguf`` package, about 15-20 s for a 150k vocabulary).
+  ``gguf`` package and torch, 7-20 s for a 50k-150k vocabulary).  A folder needs neither.
 
 Text follows the other engines: ``tokenize`` adds no special tokens, ``detokenize`` renders
 special tokens as nothing (so an end-of-turn id ends a step with empty text), and
@@ -77,7 +77,16 @@ class ClientTokenizer:
                 raise ValueError(f"{file}: a tokenizer comes from a model folder or a .gguf file")
             folder, kwargs["gguf_file"] = file.parent, file.name
         spec = lookup(text)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+        except ImportError as err:
+            if "gguf_file" not in kwargs:
+                raise
+            # transformers reads GGUF metadata through torch and gguf.
+            raise ImportError(
+                f"reading the tokenizer of {text} from its GGUF needs torch and gguf "
+                f"(pip install 'atts[hf]'); or pass a tokenizer folder instead ({err})"
+            ) from err
         return cls(tokenizer, name=spec.name if spec is not None else text)
 
     def tokenize(self, text: str) -> list[int]:

@@ -1,0 +1,135 @@
+"""`atts serve`: ATTS as a model behind an OpenAI-compatible HTTP API (docs/SERVE.md).
+
+The server's ATTS defaults are ``RunConfig`` keys (flags below, ``--recipe``, ``--set``); a
+request may override alpha, rounds and step tokens within the limits set here.  The shared
+calibration bank is loaded from ``--bank`` when it exists and saved there as it grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from atts.config import load_recipe, parse_overrides
+
+if TYPE_CHECKING:
+    from atts.config import RunConfig
+    from atts.serve.settings import ServeSettings
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+CONFIG_FLAGS = {
+    "engine": "llama_cpp (default) | transformers | fake",
+    "draft": "draft model: a name from `atts models list` or a GGUF path",
+    "target": "target model (must share the draft's tokenizer)",
+    "alpha": "default alpha: reject a draft step iff its p-value <= alpha",
+    "alpha_discard": "default: regenerate instead of continue iff p <= alpha_discard",
+    "rounds": "default T: most rounds per sample",
+    "draft_tokens": "default K_d: most tokens per draft step",
+    "target_tokens": "default K_t: most tokens per target step",
+    "temperature": "default sampling temperature",
+    "top_p": "default nucleus sampling top_p",
+    "force_answer": "who completes a forced answer: target | draft | none",
+    "n_ctx": "tokens per llama.cpp context",
+    "draft_threads": "llama.cpp threads of the draft",
+    "target_threads": "llama.cpp threads of the target",
+    "draft_concurrency": "draft calls in flight at once",
+    "target_concurrency": "target calls in flight at once",
+    "max_active_samples": "samples running at once, over all requests",
+    "max_retries": "retries of a failed engine call",
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="serve ATTS as an OpenAI-compatible chat model",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--api-key", default=os.environ.get("ATTS_API_KEY"),
+                        help="require 'Authorization: Bearer KEY' (default: $ATTS_API_KEY)")
+    parser.add_argument("--bank", metavar="FILE",
+                        help="calibration bank file: loaded at start, saved as it grows")
+    parser.add_argument("--force-bank", action="store_true",
+                        help="load --bank even if its fingerprint does not match")
+    parser.add_argument("--bank-save-every", type=int, default=20, metavar="K",
+                        help="save the bank every K new scores (and at shutdown)")
+    parser.add_argument("--bank-max", type=int, default=100_000,
+                        help="stop growing the bank past this many scores")
+    limits = parser.add_argument_group("admission and limits")
+    limits.add_argument("--max-queue", type=int, default=32,
+                        help="requests admitted at once (running + waiting); past it: 429")
+    limits.add_argument("--request-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="stop a request after this long (504)")
+    limits.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                        help="largest request body (413)")
+    limits.add_argument("--max-n", type=int, default=8, help="largest n per request")
+    limits.add_argument("--max-rounds", type=int, default=32,
+                        help="largest atts.rounds per request")
+    limits.add_argument("--max-step-tokens", type=int, default=1024,
+                        help="largest atts.draft_tokens / atts.target_tokens")
+    limits.add_argument("--max-completion-tokens", type=int, default=16384,
+                        help="largest max_tokens per request")
+    parser.add_argument("--log-level", default="info",
+                        choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument("--recipe", help="YAML file of RunConfig keys (server defaults)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one RunConfig key")
+    group = parser.add_argument_group("ATTS defaults and engines (RunConfig keys)")
+    for key, help_text in CONFIG_FLAGS.items():
+        group.add_argument("--" + key.replace("_", "-"), dest=key, default=argparse.SUPPRESS,
+                           help=help_text)
+    parser.set_defaults(func=handle)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The server's RunConfig: recipe < --set < flags, then the serve invariants (ATTS with
+    one online marginal bank)."""
+    from atts.serve.settings import server_config
+
+    values: dict[str, Any] = {}
+    if args.recipe:
+        values.update(load_recipe(args.recipe))
+    values.update(parse_overrides(args.overrides))
+    values.update({key: getattr(args, key) for key in CONFIG_FLAGS if hasattr(args, key)})
+    return server_config(values)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    from atts.serve.settings import ServeSettings
+
+    return ServeSettings(
+        api_key=args.api_key or None,
+        max_queue=args.max_queue,
+        request_timeout=args.request_timeout,
+        max_body_bytes=args.max_body_bytes,
+        max_n=args.max_n,
+        max_rounds=args.max_rounds,
+        max_step_tokens=args.max_step_tokens,
+        max_completion_tokens=args.max_completion_tokens,
+        bank_path=args.bank,
+        force_bank=args.force_bank,
+        bank_save_every=args.bank_save_every,
+        bank_max=args.bank_max,
+    )
+
+
+def handle(args: argparse.Namespace) -> int:
+    from atts.serve.server import serve_forever
+    from atts.serve.service import AttsService
+
+    config = config_from_args(args)
+    settings = settings_from_args(args)
+    if args.host not in LOOPBACK and settings.api_key is None:
+        print(f"atts serve: warning: listening on {args.host} without an API key; set "
+              "ATTS_API_KEY or --api-key", file=sys.stderr)
+    service = AttsService.build(config, settings)
+    bank = f"{len(service.bank)} scores" + (f" in {args.bank}" if args.bank else
+                                             " (in memory: pass --bank FILE to keep it)")
+    print(f"atts serve: {service.model_id} on http://{args.host}:{args.port}/v1, bank {bank}",
+          file=sys.stderr)
+    serve_forever(service, settings, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

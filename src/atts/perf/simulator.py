@@ -1,0 +1,268 @@
+"""A discrete-event simulator of the runner on modelled engines (``atts simulate``).
+
+Time only moves at events.  Each engine batches continuously: an iteration takes every request
+in flight (as many as ``max_batch``, the concurrency limit and the KV memory allow, admitted
+in arrival order); a request first prefills (in chunks of ``chunk_tokens``), then decodes one
+token per iteration; the iteration costs what ``atts.perf.roofline.iteration_seconds`` says.
+When only decodes run, the engine skips ahead to the next completion in one event and is cut
+back to the current iteration's end if a request arrives meanwhile, which is exactly what
+iteration-by-iteration simulation gives.  An engine on measured rates (the CPU) runs one
+request at a time.
+
+What the samples do (rounds, barriers, calibration) lives in ``atts.perf.lifecycle``; this
+module owns time, engines and the ``Signal`` a process waits on.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from atts.perf.devices import EngineSpec
+from atts.perf.roofline import Chunk, decode_run_seconds, iteration_seconds, request_seconds
+
+
+class Signal:
+    """A one-shot event: processes that wait on it resume (at the same time) once it fires."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+        self.fired = False
+        self.time: float | None = None
+        self._waiters: list[Callable[[], None]] = []
+
+    def fire(self) -> None:
+        if self.fired:
+            return
+        self.fired, self.time = True, self._sim.now
+        for resume in self._waiters:
+            self._sim.at(self._sim.now, resume)
+        self._waiters.clear()
+
+    def wait(self, resume: Callable[[], None]) -> None:
+        if self.fired:
+            self._sim.at(self._sim.now, resume)
+        else:
+            self._waiters.append(resume)
+
+
+@dataclass
+class Request:
+    prefill: int  # tokens evaluated before decoding (>= 1); scoring: the missing prefix + step
+    rows: int  # logits rows among them (scoring: the step's tokens; generation: 1)
+    decode: int  # tokens generated (the first comes from the last prefill row)
+    context: int  # tokens already cached for the sequence
+    done: Signal
+    kind: str = "generate"  # generate | score
+    prefilled: int = 0
+    left: int = 0  # decode iterations still to run once the prefill is done
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.context + self.prefill + self.decode
+
+    @property
+    def length(self) -> int:
+        return self.context + self.prefilled + max(0, self.decode - 1 - self.left)
+
+
+@dataclass
+class EngineStats:
+    busy_seconds: float = 0.0
+    iterations: int = 0
+    peak_batch: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: {"prefill": 0, "decode": 0})
+    seconds_by_kind: dict[str, float] = field(default_factory=dict)  # one-at-a-time engines
+
+
+class SimEngine:
+    def __init__(self, sim: Simulation, name: str, spec: EngineSpec, concurrency: int) -> None:
+        self.sim, self.name, self.spec = sim, name, spec
+        self.cap = max(1, min(spec.max_batch, concurrency))
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.stats = EngineStats()
+        self._busy = False
+        self._version = 0
+        self._macro: tuple[float, np.ndarray] | None = None  # (start, cumulative end times)
+
+    def submit(self, request: Request) -> None:
+        if request.prefill < 1:
+            raise ValueError("a request evaluates at least one token")
+        request.left = max(0, request.decode - 1)
+        self.stats.tokens["prefill"] += request.prefill
+        self.stats.tokens["decode"] += request.decode
+        self.waiting.append(request)
+        if not self._busy:
+            self._busy = True
+            self.sim.at(self.sim.now, self._start, last=True)
+        elif self._macro is not None:
+            self._cut_macro()
+
+    def _cut_macro(self) -> None:
+        """A request arrived during a skip-ahead: end it with the iteration now running."""
+        assert self._macro is not None
+        start, ends = self._macro
+        # The iteration ending at or after now is the one running; a request arriving exactly
+        # at a boundary joins the next iteration.
+        current = int(np.searchsorted(ends, self.sim.now - start, side="left"))
+        if current + 1 >= len(ends):
+            return
+        self._version += 1
+        self._schedule_end(start, ends[: current + 1])
+
+    def _start(self) -> None:
+        if self.spec.rates is not None:
+            self._start_alone()
+            return
+        kv_limit = self.spec.kv_capacity_tokens
+        used = sum(r.kv_tokens for r in self.running)
+        while self.waiting and len(self.running) < self.cap:
+            need = self.waiting[0].kv_tokens
+            if need > kv_limit:
+                raise ValueError(f"{self.name}: a {need}-token sequence exceeds the KV memory "
+                                 f"of {kv_limit} tokens; use more devices or shorter steps")
+            if used + need > kv_limit:
+                break
+            used += need
+            self.running.append(self.waiting.popleft())
+        if not self.running:
+            self._busy = False
+            return
+        self.stats.peak_batch = max(self.stats.peak_batch, len(self.running))
+        filling = [r for r in self.running if r.prefilled < r.prefill]
+        decoding = [r for r in self.running if r.prefilled >= r.prefill and r.left > 0]
+        if filling:
+            budget, chunks = self.spec.chunk_tokens, []
+            for r in filling:
+                take = min(budget, r.prefill - r.prefilled)
+                if take <= 0:
+                    break
+                tail = r.prefill - r.prefilled - take  # rows sit at the end of the prefill
+                chunks.append((r, take, Chunk(take, r.context + r.prefilled,
+                                              max(0, min(take, r.rows - tail)))))
+                budget -= take
+            seconds = iteration_seconds(self.spec, [r.length for r in decoding],
+                                        [c for _, _, c in chunks])
+            self._version += 1
+            version = self._version
+            self._macro = None
+            self.stats.iterations += 1
+            self.stats.busy_seconds += seconds
+            self.sim.at(self.sim.now + seconds,
+                        lambda: self._end_single(version, chunks, decoding))
+            return
+        steps = min(r.left for r in decoding)
+        ends = np.cumsum(decode_run_seconds(self.spec, len(decoding),
+                                            float(sum(r.length for r in decoding)), steps))
+        self._version += 1
+        self._schedule_end(self.sim.now, ends)
+
+    def _schedule_end(self, start: float, ends: np.ndarray) -> None:
+        self._macro = (start, ends)
+        version = self._version
+        self.sim.at(start + float(ends[-1]), lambda: self._end_macro(version, start, ends))
+
+    def _end_single(self, version: int, chunks: list[tuple[Request, int, Chunk]],
+                    decoding: list[Request]) -> None:
+        for r, take, _ in chunks:
+            r.prefilled += take
+        for r in decoding:
+            r.left -= 1
+        self._finish()
+
+    def _end_macro(self, version: int, start: float, ends: np.ndarray) -> None:
+        if version != self._version:
+            return  # cut back: a later event ends this skip-ahead
+        self._macro = None
+        self.stats.iterations += len(ends)
+        self.stats.busy_seconds += float(ends[-1])
+        for r in self.running:
+            r.left -= len(ends)
+        self._finish()
+
+    def _finish(self) -> None:
+        done = [r for r in self.running if r.prefilled >= r.prefill and r.left <= 0]
+        self.running = [r for r in self.running if not (r.prefilled >= r.prefill and r.left <= 0)]
+        for r in done:
+            r.done.fire()
+        self.sim.at(self.sim.now, self._start, last=True)
+
+    def _start_alone(self) -> None:
+        if not self.waiting:
+            self._busy = False
+            return
+        r = self.waiting.popleft()
+        seconds = request_seconds(self.spec, prefill=r.prefill, decode=r.decode,
+                                  context=r.context, rows=r.rows)
+        self.stats.iterations += 1
+        self.stats.peak_batch = 1
+        self.stats.busy_seconds += seconds
+        kinds = self.stats.seconds_by_kind
+        kinds[r.kind] = kinds.get(r.kind, 0.0) + seconds
+
+        def end() -> None:
+            r.done.fire()
+            self.sim.at(self.sim.now, self._start_alone, last=True)
+
+        self.sim.at(self.sim.now + seconds, end)
+
+
+Process = Generator[Signal, None, None]
+
+
+class Simulation:
+    """The clock, the event queue and the two engines."""
+
+    def __init__(self, draft: EngineSpec, target: EngineSpec, *,
+                 draft_concurrency: int = 1 << 30, target_concurrency: int = 1 << 30) -> None:
+        self.now = 0.0
+        self._queue: list[tuple[float, int, int, Callable[[], None]]] = []
+        self._seq = 0
+        self.engines = {"draft": SimEngine(self, "draft", draft, draft_concurrency),
+                        "target": SimEngine(self, "target", target, target_concurrency)}
+
+    def at(self, time: float, action: Callable[[], None], *, last: bool = False) -> None:
+        """Run ``action`` at ``time``; ``last``: after every other event of that time (an engine
+        forms its batch only once all requests arriving at that instant are in)."""
+        self._seq += 1
+        heapq.heappush(self._queue, (time, int(last), self._seq, action))
+
+    def signal(self) -> Signal:
+        return Signal(self)
+
+    def call(self, engine: str, *, prefill: int, decode: int = 0, rows: int = 1,
+             context: int = 0, kind: str = "generate") -> Signal:
+        """Submit a request now; the returned signal fires when it completes."""
+        done = self.signal()
+        self.engines[engine].submit(Request(prefill, rows, decode, context, done, kind))
+        return done
+
+    def spawn(self, process: Process) -> None:
+        """Start a generator process now; it yields signals and resumes when each fires."""
+        def step() -> None:
+            try:
+                waited = next(process)
+            except StopIteration:
+                return
+            waited.wait(step)
+
+        self.at(self.now, step)
+
+    def run(self, until: float = float("inf")) -> float:
+        while self._queue and self._queue[0][0] <= until:
+            time, _, _, action = heapq.heappop(self._queue)
+            self.now = time
+            action()
+        return self.now
+
+    def engine_summary(self) -> dict[str, Any]:
+        return {name: {"busy_seconds": e.stats.busy_seconds, "iterations": e.stats.iterations,
+                       "peak_batch": e.stats.peak_batch, "tokens": dict(e.stats.tokens),
+                       "seconds_by_kind": dict(e.stats.seconds_by_kind)}
+                for name, e in self.engines.items()}
