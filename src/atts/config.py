@@ -17,6 +17,7 @@ from atts.conformal import min_bank_size
 
 STRATEGIES = ("atts", "sync", "target_only", "draft_only")
 CALIBRATIONS = ("question", "marginal", "file")
+STRATA = ("none", "round")
 ENGINES = ("llama_cpp", "transformers", "fake")
 FORCE_AUTHORS = ("target", "draft", "none")
 
@@ -46,6 +47,9 @@ class RunConfig:
     warmup: int = 8  # marginal: scores pooled before the first decision
     calibration_file: str | None = None
     grow_bank: bool = False  # add every scored draft step to the bank as the run goes on
+    # Mondrian strata (marginal only): one online bank per round index, fed by that round's
+    # judged steps; a round whose bank is below `warmup` is judged against round 0's.
+    strata: str = "none"
 
     # Models and engines.
     engine: str = "llama_cpp"
@@ -80,6 +84,18 @@ class RunConfig:
             "calibration",
             f"choose one of {', '.join(CALIBRATIONS)}",
         )
+        _check(self.strata in STRATA, "strata", f"choose one of {', '.join(STRATA)}")
+        if self.strata == "round":
+            _check(
+                self.calibration == "marginal",
+                "strata",
+                "round strata need calibration=marginal (a pooled, online bank per round)",
+            )
+            _check(
+                not self.grow_bank,
+                "grow_bank",
+                "round strata already grow their banks; leave grow_bank off",
+            )
         _check(self.engine in ENGINES, "engine", f"choose one of {', '.join(ENGINES)}")
         _check(
             self.force_answer in FORCE_AUTHORS,

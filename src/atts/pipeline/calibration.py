@@ -11,6 +11,11 @@ Three modes (ATTS.md section 3), chosen by ``RunConfig.calibration``:
   first decision waits for it.  Everything else runs meanwhile.
 - ``file``: a bank made by ``atts calibrate`` on a disjoint pool, checked by fingerprint.
 
+Mondrian strata (``strata=round``, marginal mode): step perplexities drift with depth, so a bank
+of first steps misjudges later rounds (too many rejections early, none late).  With strata,
+round r's steps are judged against a bank of round-r steps (pooled over questions), each added
+after its decision; until that bank holds ``warmup`` scores, round 0's bank stands in.
+
 A step whose own score sits in the bank (a pre-pass step) is judged leave-one-out, so it stays
 exchangeable with the bank it is compared to: with p the p-value against the whole bank of n
 scores (its own included, which always counts as ``s_i >= s``), the p-value against the other
@@ -70,13 +75,16 @@ class Calibrator:
         *,
         initial_scores: Iterable[float] = (),
         recorded: dict[str, dict[int, float]] | None = None,
+        strata_scores: dict[int, list[float]] | None = None,
     ) -> None:
         """``initial_scores``: a loaded bank (file mode).  ``recorded``: per question and
-        sample index, the calibration scores of samples finished in an earlier session."""
+        sample index, the calibration scores of samples finished in an earlier session.
+        ``strata_scores``: per round, the judged scores of those samples (round strata)."""
         self._config = config
         self._thresholds = Thresholds(config.alpha, config.alpha_discard)
         self._draft_and_score = draft_and_score
-        self._banks = BankSet("question" if config.calibration == "question" else "marginal")
+        mode = "question" if config.calibration == "question" else "marginal"
+        self._banks = BankSet("round" if config.strata == "round" else mode)
         self._recorded = recorded or {}
         self._prepasses: dict[str, asyncio.Task[None]] = {}
         self._stash: dict[tuple[str, int], asyncio.Future[ScoredDraft]] = {}
@@ -87,6 +95,8 @@ class Calibrator:
         if config.calibration == "marginal":
             for scores in self._recorded.values():
                 self._banks.add(list(scores.values()), question_id="", round_index=0)
+        for round_index, scores in (strata_scores or {}).items():
+            self._banks.add(scores, question_id="", round_index=round_index)
         if config.calibration == "file":
             self._require_size(len(initial), "the calibration file")
 
@@ -122,7 +132,10 @@ class Calibrator:
         """The conformal p-value of a draft step's score and its ordinal decision."""
         await self._ready(question_id)
         group = question_id if self._config.calibration == "question" else ""
-        snapshot = self._banks.snapshot(group, 0)
+        snapshot = self._banks.snapshot(group, round_index)
+        stratified = self._config.strata == "round" and round_index > 0
+        if stratified and snapshot.n < self._config.warmup:
+            snapshot = self._banks.snapshot(group, 0)  # this round's stratum is still cold
         n = snapshot.n
         if own_in_bank:
             self._require_size(n - 1, f"the bank of {question_id!r} (one left out)")
@@ -132,6 +145,8 @@ class Calibrator:
         else:
             self._require_size(n, f"the bank of {question_id!r}")
             p = float(snapshot.p_value(score))
+        if self._config.strata == "round" and not own_in_bank:
+            self._banks.add(score, question_id=group, round_index=round_index)
         return p, self._thresholds.classify(p)
 
     def add(self, question_id: str, score: float) -> None:

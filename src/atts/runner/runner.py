@@ -76,6 +76,19 @@ def recorded_calibration(rows: Sequence[dict[str, Any]]) -> dict[str, dict[int, 
     return dict(recorded)
 
 
+def recorded_strata(rows: Sequence[dict[str, Any]]) -> dict[int, list[float]]:
+    """Judged draft-step scores of finished samples per round, to rebuild round strata."""
+    strata: dict[int, list[float]] = defaultdict(list)
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        for step in row.get("steps", []):
+            if (step.get("author") == "draft" and step.get("score") is not None
+                    and step.get("decision") is not None and not step.get("calibration")):
+                strata[int(step["round"])].append(float(step["score"]))
+    return dict(strata)
+
+
 async def execute(
     config: RunConfig,
     problems: Sequence[Problem],
@@ -130,6 +143,7 @@ async def execute(
         calibration_draft,
         initial_scores=bank_scores,
         recorded=recorded_calibration(rows) if config.calibration != "file" else None,
+        strata_scores=recorded_strata(rows) if config.strata == "round" else None,
     )
     coordinator = SyncCoordinator(config.sync_budget) if config.strategy == "sync" else None
     env = SampleEnv(
