@@ -14,9 +14,9 @@ import random
 from collections import defaultdict
 
 import pytest
-from pipeline_helpers import config, engines, run
 
 from atts.config import ConfigError, RunConfig
+from pipeline_helpers import config, engines, run
 
 MEANS = {0: 1.0, 1: 1.6}
 

@@ -93,10 +93,10 @@ class Calibrator:
         if initial:
             self._banks.add(initial, question_id="", round_index=0)
         if config.calibration == "marginal":
-            for scores in self._recorded.values():
-                self._banks.add(list(scores.values()), question_id="", round_index=0)
-        for round_index, scores in (strata_scores or {}).items():
-            self._banks.add(scores, question_id="", round_index=round_index)
+            for by_sample in self._recorded.values():
+                self._banks.add(list(by_sample.values()), question_id="", round_index=0)
+        for round_index, judged in (strata_scores or {}).items():
+            self._banks.add(judged, question_id="", round_index=round_index)
         if config.calibration == "file":
             self._require_size(len(initial), "the calibration file")
 
