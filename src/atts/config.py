@@ -18,7 +18,8 @@ from atts.conformal import min_bank_size
 STRATEGIES = ("atts", "sync", "target_only", "draft_only")
 CALIBRATIONS = ("question", "marginal", "file")
 STRATA = ("none", "round")
-ENGINES = ("llama_cpp", "transformers", "fake")
+ENGINES = ("llama_cpp", "transformers", "fake", "vllm", "sglang", "openai")
+REMOTE_ENGINES = ("vllm", "sglang", "openai")
 FORCE_AUTHORS = ("target", "draft", "none")
 
 
@@ -56,6 +57,13 @@ class RunConfig:
     draft: str = "qwen2.5-coder-0.5b"
     target: str = "qwen2.5-coder-1.5b"
     n_ctx: int = 4096
+    # Remote engines (docs/REMOTE.md): comma-separated endpoints per role, the tokenizer source
+    # when the model name is only the served name, and a per-call timeout in seconds.
+    draft_url: str = ""
+    target_url: str = ""
+    draft_tokenizer: str | None = None
+    target_tokenizer: str | None = None
+    remote_timeout: float = 120.0
     draft_threads: int = 1
     target_threads: int = 1
     draft_concurrency: int = 2  # requests in flight per engine
@@ -124,6 +132,14 @@ class RunConfig:
         _check(0 < self.top_p <= 1, "top_p", "must lie in (0, 1]")
         _check(self.max_retries >= 0, "max_retries", "must be >= 0")
         _check(bool(self.step_stop), "step_stop", "must be a non-empty string such as '\\n\\n'")
+        if self.engine in REMOTE_ENGINES:
+            _check(
+                bool(self.draft_url and self.target_url),
+                "draft_url",
+                f"engine={self.engine} needs --draft-url and --target-url (the servers' base "
+                "URLs, e.g. http://127.0.0.1:8001; see docs/REMOTE.md)",
+            )
+        _check(self.remote_timeout > 0, "remote_timeout", "must be > 0 seconds")
         if self.calibration == "file":
             _check(
                 self.calibration_file is not None,

@@ -57,7 +57,10 @@ def create_engine(spec: str, role: str, **options: Any) -> Engine:
         # Backends import their heavy dependency in the constructor, hence inside the try.
         engine: Engine = cls(model, **options) if model is not None else cls(**options)
     except ImportError as err:
-        extra = {"llama_cpp": "llama", "transformers": "hf"}.get(backend)
+        extra = {
+            "llama_cpp": "llama", "transformers": "hf",
+            "vllm": "remote", "sglang": "remote", "openai": "remote",
+        }.get(backend)
         hint = f" (install it: pip install 'atts[{extra}]')" if extra else ""
         raise ValueError(f"engine backend {backend!r} cannot be loaded: {err}{hint}") from err
     return engine

@@ -101,6 +101,12 @@ class EngineUnavailableError(EngineError):
     """The engine cannot be reached or has died (a retry may help)."""
 
 
+class RetriesExhaustedError(EngineUnavailableError):
+    """The engine already retried under its own policy (a remote engine's HTTP layer, with
+    Retry-After and endpoint failover) and gave up; the run-level wrapper must not retry it
+    again, or the tries would multiply."""
+
+
 class ContextOverflowError(EngineError, ValueError):
     """The request does not fit in the model's context window (a retry will not help)."""
 

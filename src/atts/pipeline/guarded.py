@@ -4,6 +4,8 @@ Every model call of a run goes through a ``GuardedEngine``.  The semaphore is th
 asynchronous runner imposes (ATTS.md section 5: "the only waits are for engine capacity").
 Transient failures (``EngineUnavailableError``, timeouts, connection errors) are retried with
 exponential backoff and jitter; anything else (a context overflow, bad input) fails at once.
+An engine with a retry policy of its own (the remote engines: Retry-After, endpoint failover)
+raises ``RetriesExhaustedError`` when it gives up, and that is not retried again here.
 The counters let the runner report retries and peak concurrency.
 """
 
@@ -21,6 +23,7 @@ from atts.engines.base import (
     EngineInfo,
     EngineUnavailableError,
     Generation,
+    RetriesExhaustedError,
     SamplingParams,
     StepScore,
 )
@@ -76,7 +79,7 @@ class GuardedEngine:
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
                     return await make_call()
-                except ContextOverflowError:
+                except (ContextOverflowError, RetriesExhaustedError):
                     raise
                 except TRANSIENT as err:
                     if attempt >= self._max_retries:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import atts
-from atts.config import RunConfig
+from atts.config import REMOTE_ENGINES, RunConfig
 from atts.conformal import load_bank, make_fingerprint, save_bank
 from atts.data import Problem, load_dataset
 from atts.engines import create_engine
@@ -31,6 +31,18 @@ from atts.runner.runner import RunOutcome, execute
 
 
 def engine_options(config: RunConfig, role: str) -> dict[str, Any]:
+    if config.engine in REMOTE_ENGINES:
+        options: dict[str, Any] = {
+            "base_url": config.draft_url if role == "draft" else config.target_url,
+            "n_ctx": config.n_ctx,
+            "timeout": config.remote_timeout,
+            "max_retries": config.max_retries,  # the HTTP layer's policy; see guarded.py
+            "backoff": config.retry_backoff,
+        }
+        tokenizer = config.draft_tokenizer if role == "draft" else config.target_tokenizer
+        if tokenizer:
+            options["tokenizer"] = tokenizer
+        return options
     if config.engine == "llama_cpp":
         threads = config.draft_threads if role == "draft" else config.target_threads
         # One cached context per sample in flight keeps every active prefix in the KV cache.
@@ -46,7 +58,7 @@ def build_engines(config: RunConfig) -> tuple[Engine, Engine]:
     draft = create_engine(
         f"{config.engine}:{config.draft}", "draft", **engine_options(config, "draft")
     )
-    if config.draft == config.target:
+    if (config.draft, config.draft_url) == (config.target, config.target_url):
         return draft, draft
     target = create_engine(
         f"{config.engine}:{config.target}", "target", **engine_options(config, "target")
@@ -79,7 +91,7 @@ def calibration_fingerprint(
 
 def manifest(config: RunConfig, draft: Engine, target: Engine, problems: int) -> dict[str, Any]:
     versions = {"atts": atts.__version__, "python": platform.python_version()}
-    for package in ("numpy", "llama_cpp_python", "torch", "transformers", "math-verify"):
+    for package in ("numpy", "llama_cpp_python", "torch", "transformers", "math-verify", "httpx"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

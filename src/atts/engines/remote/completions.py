@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from atts.engines.remote.http import RemoteResponseError
+from atts.engines.remote.errors import RemoteResponseError
 
 _TOKEN_ID_PREFIX = "token_id:"
 

@@ -41,7 +41,8 @@ from atts.engines.base import (
     SamplingParams,
     StepScore,
 )
-from atts.engines.remote.http import RemoteHttp, RemoteResponseError, RetryPolicy
+from atts.engines.remote.errors import RemoteResponseError
+from atts.engines.remote.http import RemoteHttp, RetryPolicy
 from atts.engines.remote.tokenizer import ClientTokenizer
 
 API_KEY_ENV = "ATTS_REMOTE_API_KEY"

@@ -8,11 +8,11 @@ Every request of a remote engine goes through ``RemoteHttp.post``:
   backoff and jitter, ``min(max_backoff, backoff * 2**attempt) * U(0.5, 1.5)`` capped at
   ``max_backoff``, or after the server's ``Retry-After`` when it sends one; a retry prefers
   another endpoint, and an endpoint that refused a connection is avoided until its backoff ends;
-- errors: retries exhausted -> ``RemoteUnavailableError`` (an ``EngineUnavailableError``: the
-  run-level wrapper may retry the call, and a sample that still fails records the error); any
-  other 4xx -> ``RemoteRequestError`` carrying the server's own message, or
-  ``RemoteContextOverflowError`` when that message says the request exceeds the context;
-  a 2xx whose body lacks what the engine needs -> ``RemoteResponseError``.
+- errors (``atts.engines.remote.errors``): retries exhausted -> ``RemoteUnavailableError``
+  (an ``EngineUnavailableError``: the run-level wrapper may retry the call, and a sample that
+  still fails records the error); any other 4xx -> ``RemoteRequestError`` carrying the
+  server's own message, or ``RemoteContextOverflowError`` when that message says the request
+  exceeds the context; a 2xx whose body lacks what the engine needs -> ``RemoteResponseError``.
 
 Start-up checks (``check_health``) are synchronous: engines are built in a constructor.
 httpx is imported inside the functions that need it (``import atts`` stays light).
@@ -22,60 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from atts.engines.base import ContextOverflowError, EngineError, EngineUnavailableError
+from atts.engines.remote.errors import (
+    RemoteResponseError,
+    RemoteUnavailableError,
+    error_message,
+    refusal,
+)
 
 # HTTP statuses worth another try: request timeout, conflict (a server busy reloading),
 # rate limits, and every server-side error.
 RETRY_STATUSES = frozenset({408, 409, 429})
-# How servers word "the request does not fit in the context window" (vLLM, SGLang, OpenAI,
-# llama.cpp, TGI); matched case-insensitively against the server's error message.
-_OVERFLOW_PHRASES = (
-    "maximum context length",
-    "context length",
-    "context window",
-    "max_model_len",
-    "exceed_context_size",
-    "longer than the model",
-    "prompt is too long",
-    "input is too long",
-    "too many tokens",
-)
-
-
-class RemoteRequestError(EngineError):
-    """The server refused the request (a 4xx other than 408/409/429): a retry will not help."""
-
-    def __init__(self, message: str, *, status: int, endpoint: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.endpoint = endpoint
-
-
-class RemoteContextOverflowError(RemoteRequestError, ContextOverflowError):
-    """The server says the request exceeds the model's context window."""
-
-
-class RemoteUnavailableError(EngineUnavailableError):
-    """No endpoint answered, or every try failed transiently (after all retries)."""
-
-    def __init__(self, message: str, *, endpoints: Sequence[str], attempts: int = 0) -> None:
-        super().__init__(message)
-        self.endpoints = tuple(endpoints)
-        self.attempts = attempts
-
-
-class RemoteResponseError(EngineError):
-    """The server answered 2xx but without what the engine asked for (another server or
-    version than the backend expects); the message names the missing field."""
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """When and how long to wait before trying a failed remote call again."""
@@ -118,44 +80,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def error_message(response: Any) -> str:
-    """The server's own explanation of a failed request, from the usual error bodies:
-    ``{"error": {"message": ...}}`` (OpenAI, new vLLM), ``{"message": ...}`` (old vLLM,
-    SGLang), ``{"detail": ...}`` (FastAPI), or the text itself."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = str(response.text).strip()
-        return text[:1000] or str(response.reason_phrase)
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and "message" in err:
-            return str(err["message"])
-        if isinstance(err, str) and err:
-            return err
-        for key in ("message", "detail"):
-            if key in body:
-                value = body[key]
-                return value if isinstance(value, str) else json.dumps(value)[:1000]
-    return json.dumps(body)[:1000]
-
-
-def is_overflow_message(message: str) -> bool:
-    lowered = message.lower()
-    return any(phrase in lowered for phrase in _OVERFLOW_PHRASES)
-
-
-def refusal(status: int, message: str, endpoint: str, name: str) -> RemoteRequestError:
-    """The typed error for a non-retryable 4xx."""
-    text = f"{name}: {endpoint} refused the request (HTTP {status}): {message}"
-    if is_overflow_message(message):
-        return RemoteContextOverflowError(
-            f"{text}; shorten the prompt, lower max_tokens or serve a longer context",
-            status=status, endpoint=endpoint,
-        )
-    return RemoteRequestError(text, status=status, endpoint=endpoint)
 
 
 def normalize_urls(base_url: str | Sequence[str]) -> list[str]:

@@ -32,7 +32,7 @@ from atts.engines.remote.completions import (
     returned_ids,
 )
 from atts.engines.remote.engine import RemoteEngine
-from atts.engines.remote.http import RemoteResponseError, RemoteUnavailableError
+from atts.engines.remote.errors import RemoteResponseError, RemoteUnavailableError
 
 PromptFormat = Literal["ids", "text"]
 Scoring = Literal["none", "echo", "prompt_logprobs"]

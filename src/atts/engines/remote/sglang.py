@@ -23,13 +23,13 @@ from typing import Any, ClassVar
 
 from atts.engines.base import FinishReason, SamplingParams
 from atts.engines.remote.engine import RemoteEngine
-from atts.engines.remote.http import (
+from atts.engines.remote.errors import (
     RemoteResponseError,
     RemoteUnavailableError,
     is_overflow_message,
     refusal,
-    retryable_status,
 )
+from atts.engines.remote.http import retryable_status
 
 
 class SglangEngine(RemoteEngine):

@@ -31,7 +31,7 @@ from atts.engines.remote.completions import (
     returned_ids,
 )
 from atts.engines.remote.engine import RemoteEngine
-from atts.engines.remote.http import RemoteResponseError, RemoteUnavailableError
+from atts.engines.remote.errors import RemoteResponseError, RemoteUnavailableError
 
 # Digits, a multi-byte character, a superscript and a blank line: tokenizers differ on these.
 PROBE_TEXT = "Step 1: 12 × 7 = 84, so x² − 3x = \\boxed{42}.\n\nWait"
