@@ -125,7 +125,7 @@ async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody) -> Sampl
     config = env.config
     started_at, clock = time.time(), time.monotonic()
     state = SampleState(spec, list(env.prompt_ids(spec.question)))
-    room_per_round = max(config.draft_tokens, config.target_tokens) * 2
+    room_per_round = config.draft_tokens + config.target_tokens  # a draft step, then a target one
     reserve = len(env.target.tokenize(ANSWER_CUE)) + FORCED_ANSWER_TOKENS
     for round_index in range(config.rounds):
         if len(state.ids) + room_per_round + reserve > env.context_length:

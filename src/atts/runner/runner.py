@@ -165,9 +165,7 @@ async def execute(
         started = time.time()
         try:
             trace = await run_sample(spec, env, body)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
-        except Exception as err:
+        except Exception as err:  # not CancelledError: a cancelled run writes nothing more
             trace = failed_trace(spec, config, err, started)
             errors += 1
         finally:
