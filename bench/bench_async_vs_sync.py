@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import math
 import os
 import platform
@@ -33,6 +34,7 @@ import statistics
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,27 +107,35 @@ class Script:
         mu = math.log(self.p.step_mean) - sigma * sigma / 2
         return max(4, min(160, round(rng.lognormvariate(mu, sigma))))
 
-    def step(self, call: FakeCall) -> str:
+    def draft_step(self, call: FakeCall) -> str:
+        return self._step(call, answers=True)
+
+    def target_step(self, call: FakeCall) -> str:
+        # Only draft steps box the answer, so a sample runs the same rounds under both
+        # strategies, whichever of its steps went to the target.
+        return self._step(call, answers=False)
+
+    def _step(self, call: FakeCall, *, answers: bool) -> str:
         assert call.params is not None
         if call.params.max_tokens < 32:  # a forced answer completion
             return "42}"
         rng = random.Random(call.params.seed)
         length = self._length(rng)
-        if rng.random() < 1.0 / max(1.0, self.p.rounds_mean):
+        if answers and rng.random() < 1.0 / max(1.0, self.p.rounds_mean):
             return "x" * max(0, length - 14) + " \\boxed{42}\n\n"
         return "x" * (length - 2) + "\n\n"
 
     def draft_delay(self, call: FakeCall) -> float:
-        return self._delay(call, self.p.draft_decode)
+        return self._delay(call, self.p.draft_decode, self.draft_step)
 
     def target_delay(self, call: FakeCall) -> float:
         if call.kind == "score":
             return len(call.step) * self.p.target_score * self.scale
-        return self._delay(call, self.p.target_decode)
+        return self._delay(call, self.p.target_decode, self.target_step)
 
-    def _delay(self, call: FakeCall, per_token: float) -> float:
+    def _delay(self, call: FakeCall, per_token: float, step: Callable[[FakeCall], str]) -> float:
         assert call.params is not None
-        tokens = min(len(self.step(call)), call.params.max_tokens)
+        tokens = min(len(step(call)), call.params.max_tokens)
         return tokens * per_token * self.scale
 
     @staticmethod
@@ -137,13 +147,14 @@ class Script:
 def run_once(args: argparse.Namespace, profile: Profile, strategy: str, n: int,
              folder: Path) -> float:
     script = Script(profile, args.time_scale)
-    draft = FakeEngine("draft", step=script.step, delay=script.draft_delay)
-    target = FakeEngine("target", step=script.step, score=script.score,
+    draft = FakeEngine("draft", step=script.draft_step, delay=script.draft_delay)
+    target = FakeEngine("target", step=script.target_step, score=script.score,
                         delay=script.target_delay)
     config = RunConfig.from_mapping(dict(
         engine="fake", dataset="fake", limit=args.questions, samples=n, strategy=strategy,
         alpha=args.alpha, calibration="file", calibration_file="fixed-bank", rounds=args.rounds,
-        sync_budget=max(1, round(args.alpha * n)), max_active_samples=args.max_active or n,
+        sync_budget=max(1, round(args.alpha * n)),
+        max_active_samples=n if args.one_question_at_a_time else n * args.questions,
         draft_concurrency=args.concurrency, target_concurrency=args.concurrency,
         draft_tokens=160, target_tokens=160, max_retries=0, seed=args.seed))
     problems = [Problem(f"fake/{i}", "fake", f"Question {i}: what is six times seven?", "42")
@@ -157,15 +168,22 @@ def run_once(args: argparse.Namespace, profile: Profile, strategy: str, n: int,
     return outcome.wall_seconds
 
 
-def predict(folder: Path, profile: Profile, scale: float) -> float:
+def predict(folder: Path, profile: Profile, scale: float) -> tuple[float, float, str]:
     """The simulator's wall time for the run in ``folder``: its own plans, the fake delays as
-    measured rates (prompt tokens cost nothing: the fake engines charge only for steps)."""
+    measured rates (prompt tokens cost nothing: the fake engines charge only for steps);
+    the same plans without the barrier (the barrier's own cost: same work); and the run's
+    work: rounds and rejected steps (which the target continued)."""
     rates_d = MeasuredRates(profile.draft_decode * scale, 0.0, 0.0, "fake delays")
     rates_t = MeasuredRates(profile.target_decode * scale, 0.0, profile.target_score * scale,
                             "fake delays")
     draft = engine("qwen2.5-coder-0.5b", "cpu-2core", rates=rates_d)
     target = engine("qwen2.5-coder-1.5b", "cpu-2core", rates=rates_t)
-    return simulate(load_run_stats(folder).workload, draft, target).wall_seconds
+    stats = load_run_stats(folder)
+    rounds = sum(len(p.rounds) for p in stats.workload.plans)
+    rejected = sum(r.decision == "continue" for p in stats.workload.plans for r in p.rounds)
+    free = dataclasses.replace(stats.workload, strategy="atts")
+    return (simulate(stats.workload, draft, target).wall_seconds,
+            simulate(free, draft, target).wall_seconds, f"{rounds} / {rejected}")
 
 
 def main() -> None:
@@ -179,31 +197,47 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--time-scale", type=float, default=0.02)
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--max-active", type=int, default=0, help="slots (default: N)")
+    parser.add_argument("--one-question-at-a-time", action="store_true",
+                        help="N slots, as in the authors' code (default: every sample admitted "
+                        "at once)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", type=Path, default=Path("runs/bench/async_vs_sync"))
     parser.add_argument("--results", type=Path, default=Path("bench/results/async_vs_sync.md"))
     parser.add_argument("--benchmarks", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument("--section", default="bench_async_vs_sync",
+                        help="the BENCHMARKS.md section to write")
     args = parser.parse_args()
+    if args.one_question_at_a_time and args.questions > 2:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_strategies import sync_admission_works
+
+        if not sync_admission_works():
+            parser.error("the runner's sync admission deadlocks when questions wait for slots "
+                         "(atts.runner.runner.admit_question); fix it, or pass --questions 1")
     profile = profile_from_runs(args.from_run)
     rows, started = [], time.time()
     load = os.getloadavg()[0]
     for n in args.samples:
         walls: dict[str, list[float]] = {"atts": [], "sync": []}
-        ratios, predicted = [], {}
+        ratios, predicted, work, unbarred = [], {}, {}, 0.0
         for repeat in range(args.repeats):
             for strategy in ("atts", "sync"):
-                folder = args.root / f"n{n}" / strategy / f"rep{repeat}"
+                setting = f"{args.questions}q{'-serial' if args.one_question_at_a_time else ''}"
+                folder = args.root / f"{setting}-n{n}" / strategy / f"rep{repeat}"
                 walls[strategy].append(run_once(args, profile, strategy, n, folder)
                                        / args.time_scale)
                 if repeat == 0 and args.concurrency == 1:
-                    predicted[strategy] = predict(folder, profile,
-                                                  args.time_scale) / args.time_scale
+                    wall, free, work[strategy] = predict(folder, profile, args.time_scale)
+                    predicted[strategy] = wall / args.time_scale
+                    unbarred = free / args.time_scale
             ratios.append(walls["sync"][-1] / walls["atts"][-1])
         atts, sync = statistics.median(walls["atts"]), statistics.median(walls["sync"])
         rows.append([n, f"{atts:.0f}", f"{sync:.0f}", f"{statistics.median(ratios):.2f}x",
                      " / ".join(f"{r:.2f}" for r in ratios),
-                     f"{predicted.get('atts', 0):.0f} / {predicted.get('sync', 0):.0f}"])
+                     f"{predicted.get('atts', 0):.0f} / {predicted.get('sync', 0):.0f}",
+                     f"{unbarred:.0f} ({predicted.get('sync', 0) / unbarred:.2f}x)"
+                     if unbarred else "-",
+                     f"{work.get('atts', '-')} vs {work.get('sync', '-')}"])
         print(f"N={n}: atts {atts:.0f} s, sync {sync:.0f} s, sync/atts "
               f"{statistics.median(ratios):.2f}x", file=sys.stderr, flush=True)
     command = "python bench/bench_async_vs_sync.py " + " ".join(sys.argv[1:])
@@ -219,14 +253,18 @@ def main() -> None:
         f"ms ({profile.source}); steps {profile.step_mean:.0f} tokens (cv "
         f"{profile.step_cv:.2f}), a sample answers after each round with probability "
         f"1/{profile.rounds_mean:.1f}; {args.questions} questions, T = {args.rounds}, alpha = "
-        f"{args.alpha}, sync budget B = alpha x N; slots = {args.max_active or 'N'}; time "
-        f"scale {args.time_scale} (times below are real-engine seconds: measured / scale); "
+        f"{args.alpha}, sync budget B = alpha x N; slots = "
+        f"{'N (one question at a time)' if args.one_question_at_a_time else 'all samples'}; "
+        f"time scale {args.time_scale} (times below are "
+        f"real-engine seconds: measured / scale); "
         f"medians of {args.repeats} repeats.\n\n"
         + table(["N", "atts wall s", "sync wall s", "sync / atts (median)",
-                 "per repeat", "simulated atts / sync s (rep 0)"], rows))
+                 "per repeat", "simulated atts / sync s (rep 0)",
+                 "simulated: sync's plans without the barrier s (barrier's cost)",
+                 "rounds / rejected steps, atts vs sync"], rows))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text("# Asynchronous vs synchronous (fake engines)\n\n" + body)
-    replace_section(args.benchmarks, "bench_async_vs_sync", body)
+    replace_section(args.benchmarks, args.section, body)
     print(body)
 
 

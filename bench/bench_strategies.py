@@ -1,34 +1,29 @@
 """Benchmark ATTS against its baselines on the embedded Qwen pair, side by side.
 
 Runs every (dataset, strategy, sweep point, repeat) into its own run folder under ``--root``
-(resumable: the same command finishes what an interrupted one left), then grades them and
-writes ``bench/results/strategies.md`` and the matching section of ``BENCHMARKS.md``:
-accuracy (pass@1, maj@N), wall time (median over repeats), speedup over target-only (the
-median of ratios taken within the same repeat), the realised rejection rate against alpha,
-tokens by kind, and the roofline bound of ``atts.perf.roofline`` with the orchestration
+(resumable: the same command finishes what an interrupted one left), waiting before each run
+while the load average is above ``--max-load`` (other jobs share the cores) and logging the
+load meanwhile; then grades every finished run under the datasets' folders and writes
+``bench/results/strategies.md`` and its BENCHMARKS.md section: accuracy, wall time (median of
+repeats), speedup over target-only (median of ratios within a repeat), rejection rate against
+alpha, tokens by kind, and the bound of ``atts.perf.roofline`` with the orchestration
 efficiency (measured speedup / bound).
 
-Before each run it waits while the 1-minute load average is above ``--max-load`` (other jobs
-share the 2 cores), for at most ``--wait-minutes``; runs already complete are skipped.
-
-Reduced set (what fits now):
     .venv/bin/python bench/bench_strategies.py --datasets gsm8k:6 \
-        --strategies atts target_only draft_only
-Full set (about 2 hours of both cores):
-    .venv/bin/python bench/bench_strategies.py --datasets gsm8k:20 math500:10 \
         --strategies atts target_only draft_only sync --repeats 2
-Sweeps (options): ``--alphas 0.1 0.25 0.4``, ``--calibrations question marginal``,
-``--modes continue regenerate``.  ``--report-only`` grades and writes without running.
+Sweeps: ``--alphas 0.1 0.25 0.4``, ``--calibrations question marginal``, ``--modes continue
+regenerate``.  ``--report-only`` grades and writes without running.  BENCHMARKS.md section 7
+lists the full set.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -39,7 +34,6 @@ from atts.config import RunConfig
 from atts.conformal import min_bank_size
 from atts.runner.run_folder import RunFolder
 
-ATTS_LIKE = ("atts", "sync")
 BASELINE = "target_only"
 
 
@@ -119,51 +113,128 @@ def wait_for_quiet(max_load: float, minutes: float) -> float:
     return load
 
 
+class LoadLog:
+    """Appends ``<unix time> <load1> <load5> <load15>`` to a log every 15 s while runs go on,
+    so `atts simulate validate --loads` can correct the predictions for the shared cores."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._stop = path, threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> LoadLog:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self.path.open("a") as file:
+                file.write(f"{time.time():.0f} " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+                           + "\n")
+            self._stop.wait(15)
+
+
+def sync_admission_works() -> bool:
+    """Whether the runner admits sync questions without deadlock when several wait for slots
+    (``admit_question`` once took its slots one at a time, so two waiting questions could each
+    hold part of them forever): a 1-second scripted run of 4 questions x 2 samples, 2 slots."""
+    import asyncio
+    import tempfile
+
+    from atts.data import Problem
+    from atts.engines.fake import FakeEngine
+    from atts.runner.runner import execute
+
+    config = RunConfig.from_mapping(dict(
+        engine="fake", strategy="sync", samples=2, max_active_samples=2, rounds=2, limit=4,
+        calibration="file", calibration_file="-", force_answer="none", max_retries=0))
+    problems = [Problem(f"t/{i}", "t", f"Question {i}?", "42") for i in range(4)]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = RunFolder(Path(tmp) / "run")
+        folder.prepare({"config": config.to_dict()})
+
+        async def probe() -> None:
+            await asyncio.wait_for(execute(config, problems, FakeEngine(), FakeEngine(), folder,
+                                           bank_scores=(1.0, 2.0, 3.0), show_progress=False), 1.0)
+        try:
+            asyncio.run(probe())
+        except TimeoutError:
+            return False
+    return True
+
+
 def run_all(args: argparse.Namespace, todo: list[Job]) -> None:
     from atts.runner.session import run_job
 
-    for job in todo:
-        config = job.config(args)
-        folder = job.folder(args.root, args.samples)
-        if complete(folder, config):
-            continue
-        load = wait_for_quiet(args.max_load, args.wait_minutes)
-        print(f"bench: {folder} (load {load:.2f})", file=sys.stderr, flush=True)
-        outcome = run_job(config, folder, show_progress=not args.no_progress)
-        print(f"bench: {folder}: {outcome.written} samples in {outcome.wall_seconds:.0f} s, "
-              f"{outcome.errors} errors", file=sys.stderr, flush=True)
-        record_load(args.root, folder, load, os.getloadavg()[0])
-
-
-def record_load(root: Path, folder: Path, before: float, after: float) -> None:
-    """Keep the load averages around each run (other jobs share the cores) in root/loads.json."""
-    path = root / "loads.json"
-    loads = json.loads(path.read_text()) if path.exists() else {}
-    loads[str(folder.relative_to(root))] = {"start": round(before, 2), "end": round(after, 2)}
-    path.write_text(json.dumps(loads, indent=1, sort_keys=True) + "\n")
+    pending = [j for j in todo if not complete(j.folder(args.root, args.samples), j.config(args))]
+    if any(j.strategy == "sync" for j in pending) and not sync_admission_works():
+        print("bench: skipping the sync runs: the runner's sync admission deadlocks when "
+              "questions wait for slots (atts.runner.runner.admit_question); fix it first",
+              file=sys.stderr, flush=True)
+        pending = [j for j in pending if j.strategy != "sync"]
+    with LoadLog(args.root / "load_samples.log"):
+        for job in pending:
+            folder = job.folder(args.root, args.samples)
+            load = wait_for_quiet(args.max_load, args.wait_minutes)
+            print(f"bench: {folder} (load {load:.2f})", file=sys.stderr, flush=True)
+            outcome = run_job(job.config(args), folder, show_progress=not args.no_progress)
+            print(f"bench: {folder}: {outcome.written} samples in {outcome.wall_seconds:.0f} "
+                  f"s, {outcome.errors} errors", file=sys.stderr, flush=True)
 
 
 def loads_of(root: Path, folders: list[Path]) -> str:
-    path = root / "loads.json"
-    loads = json.loads(path.read_text()) if path.exists() else {}
-    seen = [loads.get(str(f.relative_to(root))) for f in folders]
-    known = [f"{x['start']:.1f}-{x['end']:.1f}" for x in seen if x]
+    """Mean 1-minute load average while each run went on (from root/load_samples.log)."""
+    from atts.perf.stats import mean_load
+
+    means = []
+    for folder in folders:
+        rows = RunFolder(folder).rows()
+        if rows:
+            span = (min(r["started_at"] for r in rows), max(r["finished_at"] for r in rows))
+            means.append(mean_load(root / "load_samples.log", *span))
+    known = [f"{m:.1f}" for m in means if m is not None]
     return ", ".join(known) if known else "-"
 
 
 # -- report ----------------------------------------------------------------------------------
-def summaries(args: argparse.Namespace, todo: list[Job]) -> dict[Job, dict[str, Any]]:
+@dataclass(frozen=True)
+class Done:
+    """A complete run folder found under the root: its group, label, repeat and summary."""
+
+    dataset: str
+    limit: int
+    label: str
+    repeat: int
+    folder: Path
+    summary: dict[str, Any]
+
+
+def finished_runs(args: argparse.Namespace) -> list[Done]:
+    """Every complete run under the requested datasets' folders, whichever command ran it, so
+    the report always shows all of them (sweeps run by separate commands included)."""
     from atts.grading import Grader
     from atts.report.graded_run import load_run
     from atts.report.summary import summarize_run
 
-    out: dict[Job, dict[str, Any]] = {}
+    out = []
     with Grader() as grader:
-        for job in todo:
-            folder = job.folder(args.root, args.samples)
-            if not complete(folder, job.config(args)):
-                continue
-            out[job] = summarize_run(load_run(folder, grader))
+        for spec in args.datasets:
+            name, _, limit = spec.partition(":")
+            group = args.root / f"{name}-{int(limit or 6)}q-n{args.samples}"
+            for folder in sorted(group.glob("*/rep*")):
+                run = RunFolder(folder)
+                if not run.manifest_path.exists():
+                    continue
+                config = RunConfig.from_mapping(run.read_manifest()["config"])
+                if not complete(folder, config):
+                    continue
+                out.append(Done(name, int(limit or 6), folder.parent.name,
+                                int(folder.name[3:]), folder,
+                                summarize_run(load_run(folder, grader))))
     return out
 
 
@@ -175,58 +246,79 @@ def _fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-def report(args: argparse.Namespace, todo: list[Job]) -> str:
-    from atts.perf.roofline import TokenCosts, TokenTotals, efficiency, token_bound
+def _bound(run: dict[str, Any], base: dict[str, Any]) -> tuple[float, float] | None:
+    """Overlapped and serial bounds of ``run`` over the target-only ``base`` (same repeat)."""
+    from atts.perf.roofline import TokenCosts, TokenTotals, token_bound
 
-    done = summaries(args, todo)
-    groups: dict[tuple[str, int], dict[str, list[tuple[Job, dict[str, Any]]]]] = defaultdict(
-        lambda: defaultdict(list))
-    for job, summary in done.items():
-        groups[(job.dataset, job.limit)][job.label].append((job, summary))
+    costs = TokenCosts.from_summaries(run, base)
+    if costs is None:
+        return None
+    mine, theirs = TokenTotals.from_summary(run), TokenTotals.from_summary(base)
+    return (token_bound(costs, mine, theirs, overlap=True),
+            token_bound(costs, mine, theirs, overlap=False))
+
+
+def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
+         root: Path) -> str:
+    walls = [e.summary["wall_seconds"] for e in entries]
+    ratios = [base[e.repeat]["wall_seconds"] / e.summary["wall_seconds"]
+              for e in entries if e.repeat in base and e.summary["wall_seconds"] > 0]
+    first = entries[0].summary
+    n = first["n"]
+    rej = first["rejection"]["overall"]
+    rej_text = "-" if rej is None else (
+        f"{rej['rate']:.2f} ({rej['low']:.2f}-{rej['high']:.2f})"
+        + (f" vs {first['alpha']:g}" if first["alpha"] is not None else ""))
+    tok = first["tokens"]
+    bounds = [b for e in entries if e.repeat in base and label != BASELINE
+              for b in [_bound(e.summary, base[e.repeat])] if b is not None]
+    bound_text, eff_text = "-", "-"
+    if bounds:
+        overlap = statistics.median(b[0] for b in bounds)
+        serial = statistics.median(b[1] for b in bounds)
+        bound_text = f"{overlap:.2f}x / {serial:.2f}x"
+        if ratios:
+            from atts.perf.roofline import efficiency
+
+            eff_text = f"{efficiency(statistics.median(ratios), overlap):.0%}"
+    per_token = " / ".join(
+        " ".join(f"{1e3 * e.summary['engine_seconds'][k] / e.summary['tokens'][k]:.0f}"
+                 for e in entries) if tok[k] else "-"
+        for k in ("draft_decode", "target_score", "target_decode")) + " ms"
+    return (f"| {label} | {len(entries)} | {first['pass@1']:.3f} | {first[f'maj@{n}']:.3f} "
+            f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
+            f"| {_fmt(_median(ratios), '.2f', 'x')} | {rej_text} | {tok['draft_decode']:,} / "
+            f"{tok['target_score']:,} / {tok['target_decode']:,} | {per_token} | {bound_text} "
+            f"| {eff_text} | {loads_of(root, [e.folder for e in entries])} |")
+
+
+def report(args: argparse.Namespace, todo: list[Job]) -> str:
+    done = finished_runs(args)
+    groups: dict[tuple[str, int], dict[str, list[Done]]] = defaultdict(lambda: defaultdict(list))
+    for entry in done:
+        groups[(entry.dataset, entry.limit)][entry.label].append(entry)
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}; engine llama_cpp, draft qwen2.5-coder-0.5b, "
              f"target qwen2.5-coder-1.5b, 1 thread each; N = {args.samples}; "
              f"written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
-    missing = [job for job in todo if job not in done]
+    have = {(e.dataset, e.limit, e.label, e.repeat) for e in done}
+    missing = [j for j in todo if (j.dataset, j.limit, j.label, j.repeat) not in have]
     for (dataset, limit), labels in groups.items():
-        base = {j.repeat: s for j, s in labels.get(BASELINE, [])}
+        base = {e.repeat: e.summary for e in labels.get(BASELINE, [])}
         lines += [f"### {dataset}, {limit} problems x N = {args.samples}", "",
-                  "| run | reps | pass@1 | maj@N | wall s (median) | speedup vs target_only "
-                  "| rejected (95% CI) vs alpha | draft decode / target score / target decode "
-                  "tokens | bound (overlap / serial) | efficiency |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for label, entries in labels.items():
-            walls = [s["wall_seconds"] for _, s in entries]
-            ratios = [base[j.repeat]["wall_seconds"] / s["wall_seconds"]
-                      for j, s in entries if j.repeat in base and s["wall_seconds"] > 0]
-            first = entries[0][1]
-            n = first["n"]
-            rej = first["rejection"]["overall"]
-            rej_text = "-" if rej is None else (
-                f"{rej['rate']:.2f} ({rej['low']:.2f}-{rej['high']:.2f})"
-                + (f" vs {first['alpha']:g}" if first["alpha"] is not None else ""))
-            tok = first["tokens"]
-            bound_text, eff_text = "-", "-"
-            if label != BASELINE and 0 in base:
-                costs = TokenCosts.from_summaries(first, base[0])
-                if costs is not None:
-                    run_tokens = TokenTotals.from_summary(first)
-                    base_tokens = TokenTotals.from_summary(base[0])
-                    overlap = token_bound(costs, run_tokens, base_tokens, overlap=True)
-                    serial = token_bound(costs, run_tokens, base_tokens, overlap=False)
-                    bound_text = f"{overlap:.2f}x / {serial:.2f}x"
-                    if ratios:
-                        eff_text = f"{efficiency(statistics.median(ratios), overlap):.0%}"
-            lines.append(
-                f"| {label} | {len(entries)} | {first['pass@1']:.3f} | {first[f'maj@{n}']:.3f} "
-                f"| {_fmt(_median(walls), '.0f')} | {_fmt(_median(ratios), '.2f', 'x')} "
-                f"| {rej_text} | {tok['draft_decode']:,} / {tok['target_score']:,} / "
-                f"{tok['target_decode']:,} | {bound_text} | {eff_text} |")
+                  "| run | reps | pass@1 | maj@N | wall s (each) | wall s (median) "
+                  "| speedup vs target_only | rejected (95% CI) vs alpha | draft decode / "
+                  "target score / target decode tokens | engine ms per token dd / ts / td "
+                  "(each rep) | bound (overlap / serial) | efficiency | mean load |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        order = sorted(labels, key=lambda x: (x != "atts" and not x.startswith("atts"),
+                                              x == BASELINE, x))
+        lines += [_row(label, sorted(labels[label], key=lambda e: e.repeat), base, args.root)
+                  for label in order]
         lines.append("")
     if missing:
-        lines.append(f"Not run yet ({len(missing)} runs): "
-                     + ", ".join(sorted({str(j.folder(args.root, args.samples).parent.parent)
-                                         + '/' + j.label for j in missing})) + ".")
+        lines.append(f"Not run yet ({len(missing)} runs): " + ", ".join(
+            f"{j.dataset}-{j.limit}q/{j.label}/rep{j.repeat}" for j in missing) + ".")
     return "\n".join(lines) + "\n"
 
 

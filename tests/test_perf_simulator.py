@@ -166,3 +166,17 @@ def test_cpu_preset_runs_one_request_at_a_time():
     sim.run()
     one = request_seconds(target, prefill=10, decode=10)
     assert [d.time for d in done] == pytest.approx([one, 2 * one, 3 * one])
+
+
+def test_a_pool_of_contexts_makes_evicted_samples_read_their_history_again():
+    spec = ideal()
+    plans = (plan("q0", 0, [20, 20], prompt=100), plan("q1", 0, [20, 20], prompt=100))
+    cached = simulate(Workload("draft_only", plans), spec, spec)
+    assert cached.engines["draft"]["tokens"]["prefill"] == 100 + 100 + 1 + 1
+    pooled = simulate(Workload("draft_only", plans, contexts=1), spec, spec)
+    # One context: each call evicts the other sample, whose next call keeps only the prefix
+    # every question shares (45 tokens) and reads the rest of its 120 tokens again.
+    assert pooled.engines["draft"]["tokens"]["prefill"] == 100 + (100 - 45) + 2 * (120 - 45)
+    siblings = (plan("q", 0, [20], prompt=100), plan("q", 1, [20], prompt=100))
+    shared = simulate(Workload("draft_only", siblings, contexts=1), spec, spec)
+    assert shared.engines["draft"]["tokens"]["prefill"] == 100 + 1  # the sibling's prompt

@@ -6,12 +6,12 @@ import argparse
 import json
 
 import pytest
-from pipeline_helpers import config, engines, run
 
 from atts.cli import simulate_cmd
 from atts.perf.report import replace_section, table
 from atts.perf.scenarios import validate
 from atts.perf.stats import estimate_prompt_tokens, load_run_stats, plan_from_row
+from pipeline_helpers import config, engines, run
 
 
 def drafts(ppls: list[float]):

@@ -13,6 +13,7 @@ puts it between that section's markers in the benchmarks file.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     validate = commands.add_parser("validate", help="predict real runs' wall times")
     validate.add_argument("runs", nargs="+", metavar="RUN",
                           help="run folders, or folders holding run folders")
+    validate.add_argument("--loads", type=Path,
+                          help="load-average log (`<unix time> <load1>` lines) to adjust for")
+    validate.add_argument("--cores", type=int, default=2)
 
     paper = commands.add_parser("paper", help="the paper's setting on GPUs")
     paper.add_argument("--device", default="a100-80gb")
@@ -80,7 +84,7 @@ def handle(args: argparse.Namespace) -> int:
     from atts.perf import tables
 
     makers: dict[str, Any] = {
-        "validate": lambda: tables.validation_table(args.runs),
+        "validate": lambda: tables.validation_table(args.runs, args.loads, args.cores),
         "paper": lambda: tables.paper_table(args.device, args.samples),
         "sweep": lambda: tables.sweep_table(args.samples, args.rounds, args.device,
                                             args.step_cv, args.plot),
@@ -89,6 +93,8 @@ def handle(args: argparse.Namespace) -> int:
     }
     text = makers[args.simulation]()
     print(text)
+    if "simulate" in sys.argv:  # the files say which command wrote them
+        text = f"Command: `atts {' '.join(sys.argv[sys.argv.index('simulate'):])}`\n\n{text}"
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text)

@@ -11,13 +11,15 @@ It mirrors ``atts.runner.runner`` and ``atts.pipeline``:
   a barrier, and the chosen ones go to the target (the plan's decision says which).
 - ``question_admission`` (the authors' code, any strategy): a question is admitted whole and the
   next one waits until all its samples are done; no per-round barrier unless ``sync``.
-Each engine keeps every sample's prefix cached (its own tokens and the steps it scored), so a
-call evaluates only the tokens the engine has not seen: the prompt once, the other model's
-steps, a cue.
+Each engine keeps a sample's prefix cached (its own tokens and the steps it scored), so a call
+evaluates only the tokens the engine has not seen: the prompt once, the other model's steps, a
+cue.  With ``Workload.contexts`` (the embedded engine's pool of contexts, one per sequence) a
+sample can lose its cache to another and must read its history again.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,7 @@ from atts.perf.simulator import Process, Signal, Simulation
 from atts.perf.workload import RoundPlan, SamplePlan, Workload
 
 FORCED_CUE_TOKENS = 8  # "\n\nFinal answer: \boxed{" in the Qwen tokenizer
+SHARED_PREFIX = 45  # chat template, system line and instruction: the same for every question
 
 
 @dataclass
@@ -78,7 +81,10 @@ class _Run:
         self.barrier_wait = 0.0
         self.calibration_wait = 0.0
         self.seqs = {p.key: _Sequence(p.prompt_tokens) for p in workload.plans}
+        self._prompt = {p.key: p.prompt_tokens for p in workload.plans}
         self.stash: dict[tuple[str, int], Signal] = {}  # pre-drafted first steps
+        self.pools: dict[str, OrderedDict[tuple[str, int], None]] = {
+            "draft": OrderedDict(), "target": OrderedDict()}
         self.ready: dict[str, Signal] = {}  # question (or "" for marginal) -> bank ready
         self.parties = {q: 0 for q in workload.questions}
         self.arrived: dict[str, list[Signal]] = {q: [] for q in workload.questions}
@@ -100,6 +106,29 @@ class _Run:
             self.free_slots -= count
             granted.fire()
 
+    # -- the context pool of the embedded engine -------------------------------------------
+    def touch(self, engine: str, key: tuple[str, int]) -> None:
+        """A call of ``key`` on ``engine``: with a pool of ``contexts`` (LlamaCppEngine), a
+        sample without a context takes the least recently used one, a sibling's first (its
+        prompt is reused); the evicted sample loses its cache and re-reads its history on its
+        next call."""
+        capacity = self.w.contexts
+        if capacity is None:
+            return
+        pool = self.pools[engine]
+        if key in pool:
+            pool.move_to_end(key)
+            return
+        seq = self.seqs[key]
+        if len(pool) >= capacity:
+            siblings = [k for k in pool if k[0] == key[0]]
+            victim = siblings[0] if siblings else next(iter(pool))
+            del pool[victim]
+            self.seqs[victim].cached[engine] = 0
+            shared = self._prompt[key] if siblings else SHARED_PREFIX
+            seq.cached[engine] = min(seq.length, shared)
+        pool[key] = None
+
     # -- model calls -----------------------------------------------------------------------------
     def generate(self, key: tuple[str, int], engine: str, tokens: int, *, keep: bool = True,
                  extra: int = 0) -> Signal:
@@ -108,6 +137,7 @@ class _Run:
         decision)."""
         seq = self.seqs[key]
         seq.length += extra
+        self.touch(engine, key)
         prefill = max(1, seq.missing(engine))
         done = self.sim.call(engine, prefill=prefill, decode=tokens,
                              context=seq.length - prefill)
@@ -119,6 +149,7 @@ class _Run:
     def score(self, key: tuple[str, int], tokens: int) -> Signal:
         """The target scores the ``tokens`` drafted after the sample's text."""
         seq = self.seqs[key]
+        self.touch("target", key)
         # The prefix's last token is evaluated again: its logits row scores the first step
         # token; the step's last token is not evaluated (nothing follows it yet).
         prefill = max(1, seq.missing("target")) - 1 + tokens
@@ -148,8 +179,7 @@ class _Run:
         ready = self.ready[group] = self.sim.signal()
 
         def gather() -> Process:
-            for done in jobs:
-                yield done
+            yield from jobs
             ready.fire()
         self.sim.spawn(gather())
 
@@ -165,6 +195,7 @@ class _Run:
                 extra = SamplePlan(question, index, own[0].prompt_tokens,
                                    (RoundPlan(mean, "accept"),), calibration_first=True)
                 self.seqs[extra.key] = _Sequence(extra.prompt_tokens)
+                self._prompt[extra.key] = extra.prompt_tokens
                 own.append(extra)
         self._prefill_jobs(question, own)
 

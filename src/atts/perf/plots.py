@@ -10,7 +10,8 @@ from atts.perf.scenarios import SweepPoint
 
 
 def plot_sync_sweep(points: Sequence[SweepPoint], out: str | Path) -> Path:
-    """Left: share of sample time spent at barriers against N, one line per T (atts: none).
+    """Left: seconds a sample waits at each round's barrier against N, one line per T (atts:
+    none).
     Right: question latency sync / atts against T, one line per N."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -21,14 +22,13 @@ def plot_sync_sweep(points: Sequence[SweepPoint], out: str | Path) -> Path:
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2)
     for t in rounds:
-        line = sorted((p.samples, p.wait_share) for p in points if p.rounds == t)
-        left.plot([n for n, _ in line], [100 * w for _, w in line], marker="o",
-                  label=f"sync, T = {t}")
+        line = sorted((p.samples, p.wait_per_round) for p in points if p.rounds == t)
+        left.plot([n for n, _ in line], [w for _, w in line], marker="o", label=f"sync, T = {t}")
     left.plot(samples, [0] * len(samples), color="black", linestyle="--",
               label="atts (any T): no barrier")
     left.set_xscale("log", base=2)
     left.set_xlabel("samples per question N")
-    left.set_ylabel("% of sample time waiting at barriers")
+    left.set_ylabel("seconds a sample waits per round")
     left.set_title("Synchronous waiting grows with N")
     left.legend(fontsize=8)
     for n in samples:
@@ -37,7 +37,7 @@ def plot_sync_sweep(points: Sequence[SweepPoint], out: str | Path) -> Path:
     right.axhline(1.0, color="black", linestyle="--", label="atts")
     right.set_xlabel("rounds T")
     right.set_ylabel("question latency, sync / atts")
-    right.set_title("... and its cost grows with rounds")
+    right.set_title("... and what it costs grows with rounds")
     right.legend(fontsize=8)
     figure.tight_layout()
     path = Path(out)

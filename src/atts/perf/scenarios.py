@@ -19,7 +19,7 @@ from pathlib import Path
 
 from atts.perf.devices import EngineSpec, MeasuredRates, engine
 from atts.perf.lifecycle import SimResult, simulate
-from atts.perf.stats import RunStats, find_runs, load_run_stats
+from atts.perf.stats import RunStats, find_runs, load_run_stats, mean_load
 from atts.perf.workload import ParametricSpec, parametric
 
 PAPER_SPEEDUPS = "5.7x-14.5x (one table, Qwen2.5-7B / QwQ-32B), up to 56.7x (best case)"
@@ -35,6 +35,8 @@ class Validation:
     preset: float
     calibrated: float
     scales: dict[str, float]  # measured / simulated engine seconds, per kind
+    load: float | None = None  # mean load average while it ran
+    load_adjusted: float | None = None  # preset rates x max(1, load / cores)
 
     @property
     def preset_error(self) -> float:
@@ -62,7 +64,11 @@ def _scaled(spec: EngineSpec, generate: float, score: float) -> EngineSpec:
     return spec.with_(rates=rates)
 
 
-def validate_run(path: str | Path) -> Validation:
+def validate_run(path: str | Path, *, loads: str | Path | None = None,
+                 cores: int = 2) -> Validation:
+    """Predict one run.  ``loads``: a load-average log (see ``stats.mean_load``); with it a
+    third prediction slows the preset rates by the run's mean load over ``cores`` (each of
+    L runnable threads gets cores / L of a core)."""
     stats = load_run_stats(path)
     draft, target = cpu_engines(stats)
     first = simulate(stats.workload, draft, target)
@@ -75,12 +81,19 @@ def validate_run(path: str | Path) -> Validation:
               for k, v in simulated.items()}
     second = simulate(stats.workload, _scaled(draft, scales["draft"], 1.0),
                       _scaled(target, scales["target"], scales["score"]))
+    load = mean_load(loads, *stats.span) if loads is not None else None
+    adjusted = None
+    if load is not None:
+        factor = max(1.0, load / cores)
+        adjusted = simulate(stats.workload, _scaled(draft, factor, factor),
+                            _scaled(target, factor, factor)).wall_seconds
     return Validation(stats.label, stats.strategy, str(stats.config.get("engine", "?")),
                       len(stats.workload.plans), stats.wall_seconds, first.wall_seconds,
-                      second.wall_seconds, scales)
+                      second.wall_seconds, scales, load, adjusted)
 
 
-def validate(paths: Sequence[str | Path]) -> list[Validation]:
+def validate(paths: Sequence[str | Path], *, loads: str | Path | None = None,
+             cores: int = 2) -> list[Validation]:
     """Validate every run folder in ``paths`` (a folder holding run folders counts for all)."""
     folders: list[Path] = []
     for path in paths:
@@ -89,7 +102,7 @@ def validate(paths: Sequence[str | Path]) -> list[Validation]:
     if not folders:
         raise ValueError(f"no run folder under {', '.join(map(str, paths))}; pass the --out "
                          "folder of an `atts run`")
-    return [validate_run(f) for f in folders]
+    return [validate_run(f, loads=loads, cores=cores) for f in folders]
 
 
 # -- the paper's setting ------------------------------------------------------------------------
@@ -160,13 +173,19 @@ def paper(device: str = "a100-80gb", samples: int = 16) -> list[PaperRow]:
     return [paper_setup(p, device, samples) for p in PAPER_PROFILES]
 
 
-# -- the synchronous barrier ------------------------------------------------------------------------
+# -- the synchronous barrier -------------------------------------------------------------------
 @dataclass(frozen=True)
 class SweepPoint:
     samples: int
     rounds: int
+    questions: int
     atts: SimResult
     sync: SimResult
+
+    @property
+    def wait_per_round(self) -> float:
+        """Seconds a sample waits at one round's barrier, on average (sync)."""
+        return self.sync.barrier_wait / (self.samples * self.questions * self.rounds)
 
     @property
     def wait_share(self) -> float:
@@ -197,7 +216,7 @@ def sync_sweep(samples: Sequence[int] = (1, 2, 4, 8, 16, 32),
             knobs = {"max_active": n * questions}
             results = [simulate(parametric(spec, s, **knobs), draft, target)
                        for s in ("atts", "sync")]
-            points.append(SweepPoint(n, t, results[0], results[1]))
+            points.append(SweepPoint(n, t, questions, results[0], results[1]))
     return points
 
 

@@ -149,13 +149,10 @@ class SimEngine:
                 budget -= take
             seconds = iteration_seconds(self.spec, [r.length for r in decoding],
                                         [c for _, _, c in chunks])
-            self._version += 1
-            version = self._version
             self._macro = None
             self.stats.iterations += 1
             self.stats.busy_seconds += seconds
-            self.sim.at(self.sim.now + seconds,
-                        lambda: self._end_single(version, chunks, decoding))
+            self.sim.at(self.sim.now + seconds, lambda: self._end_single(chunks, decoding))
             return
         steps = min(r.left for r in decoding)
         ends = np.cumsum(decode_run_seconds(self.spec, len(decoding),
@@ -168,7 +165,7 @@ class SimEngine:
         version = self._version
         self.sim.at(start + float(ends[-1]), lambda: self._end_macro(version, start, ends))
 
-    def _end_single(self, version: int, chunks: list[tuple[Request, int, Chunk]],
+    def _end_single(self, chunks: list[tuple[Request, int, Chunk]],
                     decoding: list[Request]) -> None:
         for r, take, _ in chunks:
             r.prefilled += take

@@ -43,6 +43,7 @@ class RunStats:
     wall_source: str
     engine_seconds: dict[str, float]  # draft (generate), score, target (generate)
     tokens: dict[str, int]  # draft_decode, target_score, target_decode
+    span: tuple[float, float] = (0.0, 0.0)  # unix time: first sample started, last finished
 
     @property
     def label(self) -> str:
@@ -131,8 +132,9 @@ def load_run_stats(path: str | Path) -> RunStats:
     strategy = str(config.get("strategy") or rows[0].get("strategy"))
     questions = _questions(config, rows)
     order = {q: i for i, q in enumerate(questions)}
+    # Dataset order; questions the dataset does not name (user files) after, by id.
     rows = sorted(rows, key=lambda r: (order.get(str(r["question_id"]), len(order)),
-                                       int(r["sample_index"])))
+                                       str(r["question_id"]), int(r["sample_index"])))
     plans = tuple(
         plan_from_row(r, estimate_prompt_tokens(questions.get(str(r["question_id"]), "")),
                       strategy)
@@ -144,13 +146,36 @@ def load_run_stats(path: str | Path) -> RunStats:
         warmup=int(config.get("warmup") or 8),
         draft_concurrency=int(config.get("draft_concurrency") or 2),
         target_concurrency=int(config.get("target_concurrency") or 2),
+        # The embedded engine keeps one context per sample in flight (runner/session.py).
+        contexts=int(config.get("max_active_samples") or 8)
+        if config.get("engine") == "llama_cpp" else None,
     )
     wall, source = wall_time(manifest, rows)
     seconds = {k: sum(float((r.get("seconds") or {}).get(k, 0.0)) for r in rows)
                for k in ("draft", "score", "target")}
     tokens = {k: sum(int((r.get("tokens") or {}).get(k, 0)) for r in rows)
               for k in ("draft_decode", "target_score", "target_decode")}
-    return RunStats(folder.path, strategy, config, workload, wall, source, seconds, tokens)
+    span = (min(float(r["started_at"]) for r in rows), max(float(r["finished_at"]) for r in rows))
+    return RunStats(folder.path, strategy, config, workload, wall, source, seconds, tokens, span)
+
+
+def mean_load(log: str | Path, start: float, end: float) -> float | None:
+    """Mean 1-minute load average between ``start`` and ``end`` (unix seconds) from a log of
+    ``<unix time> <load1> ...`` lines (bench/bench_strategies.py writes one while it runs);
+    None when no sample falls inside."""
+    path = Path(log)
+    if not path.is_file():
+        return None
+    values = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        try:
+            when, load = float(parts[0]), float(parts[1])
+        except (IndexError, ValueError):
+            continue
+        if start <= when <= end:
+            values.append(load)
+    return sum(values) / len(values) if values else None
 
 
 def find_runs(root: str | Path) -> list[Path]:

@@ -17,25 +17,39 @@ def _pct(x: float) -> str:
     return f"{x:+.0%}"
 
 
-def validation_table(paths: Sequence[str | Path]) -> str:
-    rows = scenarios.validate(paths)
+def validation_table(paths: Sequence[str | Path], loads: str | Path | None = None,
+                     cores: int = 2) -> str:
+    rows = scenarios.validate(paths, loads=loads, cores=cores)
+
+    def adjusted(v: scenarios.Validation) -> list[str]:
+        if v.load is None or v.load_adjusted is None:
+            return ["-", "-", "-"]
+        return [f"{v.load:.1f}", f"{v.load_adjusted:.0f}", _pct(v.load_adjusted / v.measured - 1)]
+
     body = table(
-        ["run", "engine", "strategy", "samples", "measured s", "predicted s (preset)", "error",
-         "predicted s (self-calibrated)", "error", "rate scale draft / score / target"],
-        [[v.label, v.engine, v.strategy, v.samples, f"{v.measured:.0f}", f"{v.preset:.0f}",
-          _pct(v.preset_error), f"{v.calibrated:.0f}", _pct(v.calibrated_error),
+        ["run", "engine", "samples", "measured s", "preset s", "error", "mean load",
+         "preset x load/cores s", "error", "self-calibrated s", "error",
+         "rate scale draft / score / target"],
+        [[v.label, v.engine, v.samples, f"{v.measured:.0f}", f"{v.preset:.0f}",
+          _pct(v.preset_error), *adjusted(v), f"{v.calibrated:.0f}", _pct(v.calibrated_error),
           " / ".join(f"{v.scales[k]:.2f}" for k in ("draft", "score", "target"))]
          for v in rows])
-    worst = max(abs(v.preset_error) for v in rows)
-    worst_cal = max(abs(v.calibrated_error) for v in rows)
+    worst = {name: max(abs(e) for e in errors) if errors else None for name, errors in (
+        ("preset", [v.preset_error for v in rows]),
+        ("load-adjusted", [v.load_adjusted / v.measured - 1 for v in rows
+                           if v.load_adjusted is not None]),
+        ("self-calibrated", [v.calibrated_error for v in rows]))}
     return (
         "Predicted wall time of each run from its own step trace (rounds, step lengths, "
-        "decisions, calibration pre-passes) on the `cpu-2core` engines.  Preset: the measured "
-        "per-token rates of bench/results/engines.md.  Self-calibrated: those rates scaled per "
-        "kind so the simulated engine seconds equal the ones the run recorded (the scale "
-        "column; 1.00 = the preset was exact), which leaves only the schedule to predict.\n\n"
-        + body + f"\nLargest error: {worst:.0%} (preset), {worst_cal:.0%} (self-calibrated); "
-        f"target +-25%.\n")
+        "decisions, calibration pre-passes, the engine's pool of contexts) on the `cpu-2core` "
+        "engines.  Preset: the per-token rates of bench/results/engines.md (a quiet machine).  "
+        f"Load-adjusted: those rates slowed by the run's mean load average over {cores} cores "
+        "(each of L runnable threads gets cores / L of a core).  Self-calibrated: the rates "
+        "scaled per kind so that the simulated engine seconds equal those the run recorded "
+        "(the scale column; 1.00 = the preset was exact), which leaves only the schedule to "
+        "predict.\n\n" + body + "\nLargest error: "
+        + ", ".join(f"{name} {value:.0%}" for name, value in worst.items() if value is not None)
+        + "; target +-25%.\n")
 
 
 def paper_table(device: str = "a100-80gb", samples: int = 16) -> str:
@@ -83,10 +97,11 @@ def sweep_table(samples: Sequence[int], rounds: Sequence[int], device: str, step
 
         plot_sync_sweep(points, plot)
     body = table(
-        ["N", "rounds T", "sync: share of sample time at barriers", "atts: same",
-         "question latency sync / atts", "wall sync / atts"],
-        [[p.samples, p.rounds, f"{p.wait_share:.0%}", "0%", f"{p.latency_ratio:.2f}x",
-          f"{p.sync.wall_seconds / p.atts.wall_seconds:.2f}x"] for p in points])
+        ["N", "rounds T", "sync: wait per sample per round", "share of sample time",
+         "atts: wait", "question latency sync / atts", "wall sync / atts"],
+        [[p.samples, p.rounds, f"{p.wait_per_round:.1f} s", f"{p.wait_share:.0%}", "0",
+          f"{p.latency_ratio:.2f}x", f"{p.sync.wall_seconds / p.atts.wall_seconds:.2f}x"]
+         for p in points])
     return (f"Draft qwen2.5-7b (1 x {device}) and target qwq-32b (2 x {device}); 4 questions "
             f"in flight at once; 500-token steps on average (coefficient of variation "
             f"{step_cv}); every sample runs all T rounds; r = 0.25, sync budget B = N / 4.\n\n"

@@ -60,6 +60,7 @@ class Workload:
     calibration_m: int = 4
     warmup: int = 8
     question_admission: bool = False  # admit a question whole, next one when it is done
+    contexts: int | None = None  # per engine: cached sequences (llama_cpp pool); None: all
     draft_concurrency: int = 1 << 30  # requests in flight per engine (GuardedEngine)
     target_concurrency: int = 1 << 30
 
