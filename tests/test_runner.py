@@ -242,3 +242,22 @@ def test_a_torn_last_line_is_cut_when_the_folder_is_reopened(tmp_path):
     folder.prepare({"config": cfg.to_dict()})
     folder.append({"question_id": "q", "sample_index": 1, "status": "ok"})
     assert [r["sample_index"] for r in folder.rows()] == [0, 1]
+
+
+def test_sync_admits_whole_questions_without_deadlock(tmp_path):
+    """More questions than slots: each question's group takes all its slots at once."""
+    cfg = config(strategy="sync", samples=2, rounds=2, max_active_samples=2)
+    draft, target = engines(lambda call: "s ppl=10\n\n", draft_delay=lambda call: 0.005)
+
+    async def bounded():
+        folder = RunFolder(tmp_path)
+        folder.prepare({"config": cfg.to_dict()})
+        await asyncio.wait_for(
+            execute(cfg, problems(4), draft, target, folder, bank_scores=range(1, 100),
+                    show_progress=False),
+            timeout=30,
+        )
+        return folder.rows()
+
+    rows = asyncio.run(bounded())
+    assert len(rows) == 8

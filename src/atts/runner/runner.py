@@ -180,11 +180,15 @@ async def execute(
         async with slots:
             await one(spec)
 
+    admission = asyncio.Lock()
+
     async def admit_question(group: list[SampleSpec]) -> None:
-        # The sync barrier needs every live sample of a question in flight at once.
+        # The sync barrier needs every live sample of a question in flight at once.  A group
+        # takes all its slots under one lock: two groups each holding part would deadlock.
         taken = min(len(group), config.max_active_samples)
-        for _ in range(taken):
-            await slots.acquire()
+        async with admission:
+            for _ in range(taken):
+                await slots.acquire()
         try:
             await asyncio.gather(*(one(spec) for spec in group))
         finally:
