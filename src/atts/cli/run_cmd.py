@@ -70,7 +70,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                help=HELP.get(field.name, f"default {field.default!r}"))
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """RunConfig keys given on the command line, by precedence: recipe < --set < flags."""
     values: dict[str, Any] = {}
     if args.recipe:
         values.update(load_recipe(args.recipe))
@@ -78,7 +79,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     for field in fields(RunConfig):
         if hasattr(args, field.name):
             values[field.name] = getattr(args, field.name)
-    return RunConfig.from_mapping(values)
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return RunConfig.from_mapping(config_values(args))
 
 
 def handle(args: argparse.Namespace) -> int:

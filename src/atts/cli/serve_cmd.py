@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from atts.config import load_recipe, parse_overrides
+from atts.cli.run_cmd import config_values
 
 if TYPE_CHECKING:
     from atts.config import RunConfig
@@ -90,12 +90,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     one online marginal bank)."""
     from atts.serve.settings import server_config
 
-    values: dict[str, Any] = {}
-    if args.recipe:
-        values.update(load_recipe(args.recipe))
-    values.update(parse_overrides(args.overrides))
-    values.update({key: getattr(args, key) for key in CONFIG_FLAGS if hasattr(args, key)})
-    return server_config(values)
+    return server_config(config_values(args))
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
