@@ -128,14 +128,53 @@ def test_second_score_reuses_prefix_and_agrees(engine: Any, prompt: list[int]) -
     assert nxt.cached_tokens == len(prompt) + len(step) - 1
 
 
-def test_pool_keeps_interleaved_samples_cached(engine: Any) -> None:
-    a = engine.render_chat([ChatMessage("user", "Count from one to ten.")])
-    b = engine.render_chat([ChatMessage("user", "Name three primary colours.")])
-    step = engine.tokenize(" One, two, three.")
-    run(engine.score(a, step))
-    run(engine.score(b, step))
-    again = run(engine.score(a, step))
-    assert again.cached_tokens == len(a) - 1
+def test_pool_keeps_interleaved_samples_cached() -> None:
+    # Its own engine: with the module's pool full of earlier tests' contexts, which one a new
+    # request takes depends on their lengths (see the next test).
+    from atts.engines.llama_cpp import LlamaCppEngine
+
+    engine = LlamaCppEngine(_tiny_path(), n_ctx=1024, n_contexts=2, n_threads=2)
+    try:
+        a = engine.render_chat([ChatMessage("user", "Count from one to ten.")])
+        b = engine.render_chat([ChatMessage("user", "Name three primary colours.")])
+        step = engine.tokenize(" One, two, three.")
+        for _ in range(2):
+            run(engine.score(a, step))
+            run(engine.score(b, step))
+            again = run(engine.score(a + step, step))
+            assert again.cached_tokens == len(a) + len(step) - 1
+            a = a + step
+    finally:
+        run(engine.close())
+
+
+LONG_TEXT = " ".join(f"Step {i}: the count goes on to {i + 1}." for i in range(30))
+
+
+def test_full_pool_evicts_the_cheapest_context_and_released_ones_first() -> None:
+    """With the pool full, a sibling sharing only the prompt must not take a live sample's
+    context (the two would evict each other every round): it takes the context whose loss
+    costs least, and a context released by an ended sample costs nothing."""
+    from atts.engines.llama_cpp import LlamaCppEngine
+
+    for release in (False, True):
+        eng = LlamaCppEngine(_tiny_path(), n_ctx=1024, n_contexts=2, n_threads=2)
+        try:
+            prompt = eng.render_chat([ChatMessage("user", "Count from one to ten.")])
+            other = eng.render_chat([ChatMessage("user", "Name three primary colours.")])
+            history = prompt + eng.tokenize(LONG_TEXT)
+            step = eng.tokenize(" One, two, three.")
+            run(eng.score(history, step))  # sample A: a long live history
+            # An unrelated sample: short when it stays live, longer than A's when it ended.
+            ended = other + eng.tokenize(LONG_TEXT + LONG_TEXT) if release else other
+            run(eng.score(ended, step))
+            if release:
+                eng.release(ended + step)
+            run(eng.score(prompt, step))  # A's sibling: shares only the prompt with A
+            again = run(eng.score(history + step, step))  # A goes on: its cache survived
+            assert again.cached_tokens == len(history) + len(step) - 1, release
+        finally:
+            run(eng.close())
 
 
 def test_concurrent_requests_match_sequential(engine: Any, prompt: list[int]) -> None:

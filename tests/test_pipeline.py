@@ -149,3 +149,22 @@ def test_an_eos_step_ends_the_sample_and_is_reopened_for_wait_and_forced_answers
     scored = [c for c in target.calls if c.kind == "score"]
     assert scored and all(c.step.endswith("ppl=10") for c in scored)
     assert all(EOS_ID not in c.prompt_ids for c in draft.calls + target.calls)
+
+
+def test_each_ended_sample_releases_its_text_and_steps_record_their_prefill(tmp_path):
+    cfg = config(alpha=0.1, alpha_discard=0.0, rounds=2)
+    draft, target = engines(cycling([50, 95]))
+    _, rows = run(cfg, draft, target, tmp_path)
+    # One release per sample and engine, with the sample's whole text (Engine.release).
+    assert len(draft.released) == len(target.released) == len(rows) == 4
+    texts = sorted(draft.detokenize(ids) for ids in draft.released)
+    assert texts == sorted(target.detokenize(ids) for ids in target.released)
+    assert all(any(t.endswith(row["text"]) for t in texts) for row in rows)
+    # The fake engine caches nothing when generating and everything when scoring, so a draft
+    # step's prefill is its generation prompt, and a target step's its own prompt.
+    prompts = {call.prompt_ids: len(call.prompt_ids) for call in draft.calls + target.calls
+               if call.kind == "generate"}
+    for row in rows:
+        for step in row["steps"]:
+            assert step["prefill_tokens"] in prompts.values()
+    assert all(s["prefill_tokens"] > 0 for row in rows for s in row["steps"])

@@ -145,4 +145,10 @@ class Engine(Protocol):
         ``prefix_ids`` must not be empty (the first step token needs a context)."""
         ...
 
+    def release(self, token_ids: Sequence[int]) -> None:
+        """A hint that the sequence ending in ``token_ids`` will not be extended again (its
+        sample ended), so a cache holding it may be reused first.  Cheap and thread-safe: it
+        only records the ids; engines without a cache of their own ignore it."""
+        ...
+
     async def close(self) -> None: ...

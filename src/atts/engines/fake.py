@@ -77,6 +77,7 @@ class FakeEngine:
         self._delay = delay
         self._context_length = context_length
         self.calls: list[FakeCall] = []
+        self.released: list[tuple[int, ...]] = []  # ids passed to release(), in order
         self.in_flight = 0
         self.peak_in_flight = 0
         self.failures_left = 0
@@ -133,6 +134,9 @@ class FakeEngine:
             tuple([value] * len(step_ids)), cached_tokens=len(prefix_ids),
             seconds=time.monotonic() - started,
         )
+
+    def release(self, token_ids: Sequence[int]) -> None:
+        self.released.append(tuple(token_ids))
 
     async def close(self) -> None:
         self.closed = True

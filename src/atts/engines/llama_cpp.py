@@ -5,10 +5,12 @@ read from the logits at position j-1 (log-softmax in float64), never from ``echo
 is shifted by one position in llama-cpp-python 0.3.36.
 
 Many samples interleave, so the engine keeps a pool of ``n_contexts`` contexts over one
-mmapped model.  Each request takes the context whose cached token ids share the longest common
-prefix with it, drops that context's KV cache after the common prefix and evaluates only the
-rest: a sample's history is not re-evaluated while it keeps "its" context, and the pool size
-bounds KV memory.  All llama.cpp work runs in the engine's one worker thread, so requests queue
+mmapped model.  Each request takes the context whose cached token ids it extends (or cuts back
+a little), drops that context's KV cache after the common prefix and evaluates only the rest:
+a sample's history is not re-evaluated while it keeps "its" context, and the pool size bounds
+KV memory.  When no context fits, the request takes the one whose loss costs least: a context
+released by a finished sample (``release``) first, never a live sibling's just because it
+shares the prompt.  All llama.cpp work runs in the engine's one worker thread, so requests queue
 there (back-pressure) and a draft and a target engine compute at the same time.
 """
 
@@ -26,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from atts.engines._prefix import ReleaseQueue, common_prefix, extends
 from atts.engines._sampling import sample_token, token_logprobs
 from atts.engines.base import (
     ChatMessage,
@@ -58,14 +61,7 @@ class _Slot:
         self.ctx = ctx
         self.tokens: list[int] = []
         self.last_used = 0
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+        self.released = False  # its sample ended: its cache is worth nothing to keep
 
 
 class LlamaCppEngine:
@@ -136,6 +132,7 @@ class LlamaCppEngine:
         self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1,
                                             verbose=verbose)
         self._slots: list[_Slot] = []
+        self._released = ReleaseQueue()
         self._clock = 0
         self._sha256: str | None = None
         self._closed = False
@@ -247,26 +244,45 @@ class LlamaCppEngine:
 
     # -- worker-thread side ------------------------------------------------------------------
 
+    def release(self, token_ids: Sequence[int]) -> None:
+        self._released.put(token_ids)  # applied by the worker thread, which owns the slots
+
+    def _apply_releases(self) -> None:
+        for ids in self._released.take():
+            for slot in self._slots:
+                if slot.tokens and extends(slot.tokens, common_prefix(slot.tokens, ids)):
+                    slot.released = True
+
     def _acquire(self, ids: Sequence[int]) -> tuple[_Slot, int]:
         """Pick the context for a request and return it with its common-prefix length.
 
-        A context whose cache the request extends, or cuts back by at most a quarter of the
-        shared length (a sample whose last step was replaced), is taken, longest prefix first.
-        Otherwise a fresh context is opened while the pool has room: reusing another sample's
-        context for a shared prompt would evict that sample's history and make the two
-        samples evict each other at every step.  With the pool full, the longest common
-        prefix wins (least recently used on ties).
+        A context the request extends (``extends``) is taken, longest prefix first.
+        Otherwise a fresh context is opened while the pool has room.  With the pool full, the
+        request takes the context whose loss costs least: the tokens it reuses minus the
+        tokens it evicts, where the tokens of a context whose sample ended cost nothing
+        (released, or unused for ``4 x n_contexts`` requests: every live sample calls about
+        once or twice per round).  Taking a live sibling's context because it shares the
+        prompt would evict that sibling's whole history, and the two would evict each other
+        at every step.  Least recently used breaks ties.
         """
         self._clock += 1
-        scored = [(_common_prefix(slot.tokens, ids), slot) for slot in self._slots]
-        near = [(n, s) for n, s in scored if 4 * (len(s.tokens) - n) <= n]
+        self._apply_releases()
+        scored = [(common_prefix(slot.tokens, ids), slot) for slot in self._slots]
+        near = [(n, s) for n, s in scored if extends(s.tokens, n)]
         if near:
             shared, best = max(near, key=lambda item: (item[0], -item[1].last_used))
         elif len(self._slots) < self._n_contexts:
             shared, best = 0, self._new_slot()
         else:
-            shared, best = max(scored, key=lambda item: (item[0], -item[1].last_used))
+            def net(item: tuple[int, _Slot]) -> tuple[int, int]:
+                n, slot = item
+                idle = self._clock - slot.last_used > 4 * self._n_contexts
+                evicted = 0 if slot.released or idle else len(slot.tokens) - n
+                return n - evicted, -slot.last_used
+
+            shared, best = max(scored, key=net)
         best.last_used = self._clock
+        best.released = False
         return best, shared
 
     def _new_slot(self) -> _Slot:

@@ -19,6 +19,7 @@ longest common prefix with it, capped one token short of the prefix (that positi
 needed and are not stored).  An entry that is a prefix of the request is taken and extended in
 place; one that diverges is copied and the copy truncated (the original stays).  Results agree
 with an uncached pass up to float rounding (the same positions, other matmul shapes).
+``release`` (a sample ended) frees the caches of that sample at the next call.
 
 All model work runs on one worker thread per engine, so calls from many asyncio tasks queue up
 there and the cache needs no lock.  torch and transformers are imported in the constructor.
@@ -38,6 +39,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
+from atts.engines._prefix import ReleaseQueue, common_prefix, extends
 from atts.engines._sampling import sample_token
 from atts.engines.base import (
     ChatMessage,
@@ -136,6 +138,7 @@ class TransformersEngine:
 
         self._cache_size = prefix_cache_size
         self._cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._released = ReleaseQueue()
         # Cropping is exact only for plain full-attention layers; sliding-window or recurrent
         # layers have dropped states, so diverging entries are not reused for them.
         layer_types = getattr(config, "layer_types", None) or ()
@@ -272,12 +275,22 @@ class TransformersEngine:
                 ) from err
         return out.logits
 
+    def release(self, token_ids: Sequence[int]) -> None:
+        self._released.put(token_ids)  # applied by the worker thread, which owns the cache
+
+    def _drop_released(self) -> None:
+        """Free the caches of ended samples now rather than when the LRU reaches them."""
+        for ids in self._released.take():
+            for key in [k for k in self._cache if extends(k, common_prefix(k, ids))]:
+                del self._cache[key]
+
     def _take_cache(self, seq: tuple[int, ...], limit: int) -> tuple[Any, int]:
         """A KV cache holding exactly ``seq[:reused]`` for the largest ``reused <= limit``."""
+        self._drop_released()
         best_key: tuple[int, ...] | None = None
         best = 0
         for key in self._cache:
-            shared = min(_common_prefix(key, seq), limit)
+            shared = min(common_prefix(key, seq), limit)
             if shared > best and (shared == len(key) or self._can_crop):
                 best_key, best = key, shared
         if best_key is None:
@@ -336,8 +349,3 @@ def _locate(model: str | Path, hash_file: bool = True) -> tuple[Path, str | None
     if file.suffix != ".gguf":
         raise ValueError(f"{file}: expected a .gguf file or a Hugging Face model folder")
     return file.parent, file.name, model_sha256(file) if hash_file else None
-
-
-def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    n = min(len(a), len(b))
-    return next((i for i in range(n) if a[i] != b[i]), n)

@@ -71,6 +71,10 @@ class GuardedEngine:
     async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
         return await self._call(lambda: self.engine.score(prefix_ids, step_ids))
 
+    def release(self, token_ids: Sequence[int]) -> None:
+        """Pass the hint on at once: no capacity is taken and nothing can fail."""
+        self.engine.release(token_ids)
+
     async def _call(self, make_call: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
         while True:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from atts.config import RunConfig
-from atts.engines.base import Generation, SamplingParams
+from atts.engines.base import Generation, SamplingParams, StepScore
 from atts.grading import extract_boxed
 from atts.pipeline.calibration import CalibratorLike
 from atts.pipeline.guarded import GuardedEngine
@@ -102,6 +102,12 @@ class SampleState:
 RoundBody = Callable[[SampleState, SampleEnv, int], Awaitable[None]]
 
 
+def prefill_tokens(prompt_tokens: int, *results: Generation | StepScore | None) -> int:
+    """Context tokens the calls on a ``prompt_tokens``-long context evaluated again rather
+    than reading them from a cache (``Step.prefill_tokens``)."""
+    return sum(prompt_tokens - r.cached_tokens for r in results if r is not None)
+
+
 async def write_step(
     state: SampleState, env: SampleEnv, role: Author, round_index: int
 ) -> tuple[Step, Generation]:
@@ -116,7 +122,8 @@ async def write_step(
         state.target_decode += len(generation.token_ids)
         state.target_seconds += generation.seconds
     step = Step(
-        round_index, role, generation.text, len(generation.token_ids), seconds=generation.seconds
+        round_index, role, generation.text, len(generation.token_ids), seconds=generation.seconds,
+        prefill_tokens=prefill_tokens(len(state.ids), generation),
     )
     return step, generation
 
@@ -125,6 +132,18 @@ async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody) -> Sampl
     config = env.config
     started_at, clock = time.time(), time.monotonic()
     state = SampleState(spec, list(env.prompt_ids(spec.question)))
+    try:
+        await _rounds(state, env, body)
+    finally:
+        # Whether it ended or failed, the sample will not extend its text again: its caches
+        # in the engines are the first to reuse (Engine.release).
+        env.draft.release(state.ids)
+        env.target.release(state.ids)
+    return _freeze(state, config, started_at, time.monotonic() - clock)
+
+
+async def _rounds(state: SampleState, env: SampleEnv, body: RoundBody) -> None:
+    config = env.config
     room_per_round = config.draft_tokens + config.target_tokens  # a draft step, then a target one
     reserve = len(env.target.tokenize(ANSWER_CUE)) + FORCED_ANSWER_TOKENS
     for round_index in range(config.rounds):
@@ -141,7 +160,6 @@ async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody) -> Sampl
         break
     if extract_boxed(state.text) is None and config.force_answer != "none":
         await _force_answer(state, env)
-    return _freeze(state, config, started_at, time.monotonic() - clock)
 
 
 def _joined(state: SampleState, cue: str) -> str:
@@ -168,7 +186,8 @@ async def _force_answer(state: SampleState, env: SampleEnv) -> None:
         max_tokens=FORCED_ANSWER_TOKENS, temperature=0.0, stop=("\n",),
         seed=derive_seed(state.spec.seed, "forced"),
     )
-    generation = await engine.generate(state.ids + cue_ids, params)
+    context = state.ids + cue_ids
+    generation = await engine.generate(context, params)
     completion = close_forced_answer(generation.text)
     text = cue + completion
     tokens = len(generation.token_ids)
@@ -179,7 +198,8 @@ async def _force_answer(state: SampleState, env: SampleEnv) -> None:
         state.draft_decode += tokens
         state.draft_seconds += generation.seconds
     state.steps.append(
-        Step(state.rounds, role, text, tokens, kind="forced_answer", seconds=generation.seconds)
+        Step(state.rounds, role, text, tokens, kind="forced_answer", seconds=generation.seconds,
+             prefill_tokens=prefill_tokens(len(context), generation))
     )
     state.text += text
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from atts.conformal import Decision
 from atts.pipeline.calibration import CalibratorLike, ScoredDraft
-from atts.pipeline.sample import RoundBody, SampleEnv, SampleState, write_step
+from atts.pipeline.sample import RoundBody, SampleEnv, SampleState, prefill_tokens, write_step
 from atts.pipeline.trace import Step
 
 
@@ -81,6 +81,7 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
         kept=decision is not Decision.REGENERATE, score=ppl, p_value=p,
         decision=decision.value, calibration=calibration,
         seconds=generation.seconds + drafted.score.seconds,
+        prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
     )
     if decision is Decision.REGENERATE:
         state.steps.append(step)  # recorded in the trace, not in the text
@@ -148,6 +149,7 @@ async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> No
             round_index, "draft", generation.text, len(generation.token_ids),
             score=ppl if drafted.score is not None else None, decision=decision.value,
             seconds=generation.seconds + (drafted.score.seconds if drafted.score else 0.0),
+            prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
         ),
         generation,
     )

@@ -25,6 +25,10 @@ class Step:
     decision: str | None = None  # accept | continue | regenerate (draft steps that were judged)
     calibration: bool = False  # its score went into the calibration bank
     seconds: float = 0.0  # the call that wrote the step (plus its scoring for draft steps)
+    # Context tokens the engines evaluated for this step's calls rather than reading them from
+    # their caches (generation and, for a draft step, scoring): about one per call when a
+    # sample keeps its cache, the whole history when its cache was lost.
+    prefill_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,9 @@ class RemoteEngine:
         return StepScore(tuple(logprobs), cached_tokens=cached,
                          seconds=time.perf_counter() - started)
 
+    def release(self, token_ids: Sequence[int]) -> None:
+        """Nothing to do: the server's prefix cache manages itself."""
+
     async def close(self) -> None:
         self._closed = True
         await self._http.aclose()
