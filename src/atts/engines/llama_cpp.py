@@ -257,30 +257,29 @@ class LlamaCppEngine:
         """Pick the context for a request and return it with its common-prefix length.
 
         A context the request extends (``extends``) is taken, longest prefix first.
-        Otherwise a fresh context is opened while the pool has room.  With the pool full, the
-        request takes the context whose loss costs least: the tokens it reuses minus the
-        tokens it evicts, where the tokens of a context whose sample ended cost nothing
-        (released, or unused for ``4 x n_contexts`` requests: every live sample calls about
-        once or twice per round).  Taking a live sibling's context because it shares the
-        prompt would evict that sibling's whole history, and the two would evict each other
-        at every step.  Least recently used breaks ties.
+        Otherwise a fresh context is opened while the pool has room.  With the pool full, a
+        context whose sample ended is taken first (released, or unused for ``4 x n_contexts``
+        requests: every live sample calls about once or twice per round), longest prefix
+        first; only when every context is live does the request take the one whose loss costs
+        least (the tokens it reuses minus the tokens it evicts).  Taking a live sibling's
+        context because it shares the prompt would evict that sibling's whole history, and
+        the two would evict each other at every step.  Least recently used breaks ties.
         """
         self._clock += 1
         self._apply_releases()
         scored = [(common_prefix(slot.tokens, ids), slot) for slot in self._slots]
         near = [(n, s) for n, s in scored if extends(s.tokens, n)]
+        free = [(n, s) for n, s in scored
+                if s.released or self._clock - s.last_used > 4 * self._n_contexts]
         if near:
             shared, best = max(near, key=lambda item: (item[0], -item[1].last_used))
         elif len(self._slots) < self._n_contexts:
             shared, best = 0, self._new_slot()
+        elif free:
+            shared, best = max(free, key=lambda item: (item[0], -item[1].last_used))
         else:
-            def net(item: tuple[int, _Slot]) -> tuple[int, int]:
-                n, slot = item
-                idle = self._clock - slot.last_used > 4 * self._n_contexts
-                evicted = 0 if slot.released or idle else len(slot.tokens) - n
-                return n - evicted, -slot.last_used
-
-            shared, best = max(scored, key=net)
+            shared, best = max(scored, key=lambda item: (2 * item[0] - len(item[1].tokens),
+                                                         -item[1].last_used))
         best.last_used = self._clock
         best.released = False
         return best, shared
