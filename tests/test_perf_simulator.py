@@ -180,3 +180,14 @@ def test_a_pool_of_contexts_makes_evicted_samples_read_their_history_again():
     siblings = (plan("q", 0, [20], prompt=100), plan("q", 1, [20], prompt=100))
     shared = simulate(Workload("draft_only", siblings, contexts=1), spec, spec)
     assert shared.engines["draft"]["tokens"]["prefill"] == 100 + 1  # the sibling's prompt
+
+
+def test_an_ended_sample_gives_its_context_up_before_a_live_sibling_does():
+    spec = ideal()
+    # A runs 3 rounds, B one; C (A's sibling) starts when B ends, with the pool full.
+    plans = (plan("q", 0, [20, 20, 20], prompt=100), plan("p", 0, [20], prompt=100),
+             plan("q", 1, [20, 20], prompt=100))
+    result = simulate(Workload("draft_only", plans, max_active=2, contexts=2), spec, spec)
+    # C takes B's released context (only the shared 45 tokens reusable), not A's, so A never
+    # reads its history again: A 100 + 1 + 1, B 100, C (100 - 45) + 1.
+    assert result.engines["draft"]["tokens"]["prefill"] == 102 + 100 + 56

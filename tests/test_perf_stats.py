@@ -66,6 +66,13 @@ def test_validation_predicts_every_run_under_a_folder(atts_run):
     (rows,) = validate([atts_run.parent])
     assert rows.strategy == "atts" and rows.samples == 4
     assert rows.measured > 0 and rows.preset > 0 and rows.calibrated > 0
+    # The fake engines cache nothing when generating, so every call re-reads its context;
+    # the simulator (no pool for the fake engine) evaluates about one token per call.
+    stats = load_run_stats(atts_run)
+    recorded = sum(s["prefill_tokens"] for line in (atts_run / "samples.jsonl").open()
+                   for s in json.loads(line)["steps"])
+    assert rows.prefill is not None and rows.prefill[0] == recorded == stats.prefill_tokens
+    assert 0 < rows.prefill[1] < recorded
     with pytest.raises(ValueError, match="no run folder"):
         validate([atts_run / "nothing-here"])
 

@@ -14,12 +14,12 @@ It mirrors ``atts.runner.runner`` and ``atts.pipeline``:
 Each engine keeps a sample's prefix cached (its own tokens and the steps it scored), so a call
 evaluates only the tokens the engine has not seen: the prompt once, the other model's steps, a
 cue.  With ``Workload.contexts`` (the embedded engine's pool of contexts, one per sequence) a
-sample can lose its cache to another and must read its history again.
+sample can lose its cache to another and must read its history again; an ended sample's
+contexts are the first taken.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,10 @@ class SimResult:
     barrier_wait: float  # sample-seconds spent at sync barriers
     calibration_wait: float  # sample-seconds waiting for a calibration pre-pass
     engines: dict[str, Any]
+    # Context tokens evaluated rather than read from a cache, over all calls (a step's
+    # prefill_tokens in the traces): the prompt once, then about one per call unless a
+    # sample lost its context.
+    context_prefill: int = 0
 
     @property
     def question_latency(self) -> dict[str, float]:
@@ -79,12 +83,15 @@ class _Run:
         self.slot_queue: list[tuple[int, Signal]] = []
         self.times: dict[tuple[str, int], tuple[float, float]] = {}
         self.barrier_wait = 0.0
+        self.context_prefill = 0
         self.calibration_wait = 0.0
         self.seqs = {p.key: _Sequence(p.prompt_tokens) for p in workload.plans}
         self._prompt = {p.key: p.prompt_tokens for p in workload.plans}
         self.stash: dict[tuple[str, int], Signal] = {}  # pre-drafted first steps
-        self.pools: dict[str, OrderedDict[tuple[str, int], None]] = {
-            "draft": OrderedDict(), "target": OrderedDict()}
+        # Per engine: the samples holding a context, with the call count at their last use.
+        self.pools: dict[str, dict[tuple[str, int], int]] = {"draft": {}, "target": {}}
+        self.calls = {"draft": 0, "target": 0}
+        self.ended: set[tuple[str, int]] = set()  # samples that released their contexts
         self.ready: dict[str, Signal] = {}  # question (or "" for marginal) -> bank ready
         self.parties = {q: 0 for q in workload.questions}
         self.arrived: dict[str, list[Signal]] = {q: [] for q in workload.questions}
@@ -108,26 +115,35 @@ class _Run:
 
     # -- the context pool of the embedded engine -------------------------------------------
     def touch(self, engine: str, key: tuple[str, int]) -> None:
-        """A call of ``key`` on ``engine``: with a pool of ``contexts`` (LlamaCppEngine), a
-        sample without a context takes the least recently used one, a sibling's first (its
-        prompt is reused); the evicted sample loses its cache and re-reads its history on its
-        next call."""
+        """A call of ``key`` on ``engine`` with a pool of ``contexts`` (``LlamaCppEngine``'s
+        ``_acquire``): a sample without a context opens one while the pool has room, else
+        takes an ended sample's (released, or idle for 4 x contexts calls), a sibling's
+        first (its prompt is reused), else the live one whose loss costs least (tokens reused
+        minus tokens evicted); the evicted sample re-reads its history on its next call."""
         capacity = self.w.contexts
         if capacity is None:
             return
         pool = self.pools[engine]
+        self.calls[engine] += 1
         if key in pool:
-            pool.move_to_end(key)
+            pool[key] = self.calls[engine]
             return
         seq = self.seqs[key]
         if len(pool) >= capacity:
-            siblings = [k for k in pool if k[0] == key[0]]
-            victim = siblings[0] if siblings else next(iter(pool))
+            def shared(k: tuple[str, int]) -> int:
+                return self._prompt[key] if k[0] == key[0] else SHARED_PREFIX
+
+            free = [k for k, used in pool.items()
+                    if k in self.ended or self.calls[engine] - used > 4 * capacity]
+            if free:
+                victim = max(free, key=lambda k: (shared(k), -pool[k]))
+            else:
+                victim = max(pool, key=lambda k: (2 * shared(k) - self.seqs[k].cached[engine],
+                                                  -pool[k]))
             del pool[victim]
             self.seqs[victim].cached[engine] = 0
-            shared = self._prompt[key] if siblings else SHARED_PREFIX
-            seq.cached[engine] = min(seq.length, shared)
-        pool[key] = None
+            seq.cached[engine] = min(seq.length, shared(victim))
+        pool[key] = self.calls[engine]
 
     # -- model calls -----------------------------------------------------------------------------
     def generate(self, key: tuple[str, int], engine: str, tokens: int, *, keep: bool = True,
@@ -139,6 +155,7 @@ class _Run:
         seq.length += extra
         self.touch(engine, key)
         prefill = max(1, seq.missing(engine))
+        self.context_prefill += prefill
         done = self.sim.call(engine, prefill=prefill, decode=tokens,
                              context=seq.length - prefill)
         seq.cached[engine] = seq.length + tokens - 1
@@ -152,7 +169,9 @@ class _Run:
         self.touch("target", key)
         # The prefix's last token is evaluated again: its logits row scores the first step
         # token; the step's last token is not evaluated (nothing follows it yet).
-        prefill = max(1, seq.missing("target")) - 1 + tokens
+        context = max(1, seq.missing("target"))
+        self.context_prefill += context
+        prefill = context - 1 + tokens
         done = self.sim.call("target", prefill=prefill, rows=tokens, kind="score",
                              context=seq.length + tokens - 1 - prefill)
         seq.cached["target"] = seq.length + tokens - 1
@@ -242,6 +261,7 @@ class _Run:
             yield self.generate(key, plan.forced_author, plan.forced_tokens,
                                 extra=FORCED_CUE_TOKENS)
         self.times[key] = (start, self.sim.now)
+        self.ended.add(key)
 
     def barrier(self, question: str) -> Process:
         arrived = self.sim.now
@@ -307,4 +327,4 @@ def simulate(workload: Workload, draft: EngineSpec, target: EngineSpec) -> SimRe
                            "samples finished (a barrier or a pre-pass never released)")
     wall = max((finish for _, finish in run.times.values()), default=0.0)
     return SimResult(workload.strategy, wall, len(run.times), dict(run.times), run.barrier_wait,
-                     run.calibration_wait, run.sim.engine_summary())
+                     run.calibration_wait, run.sim.engine_summary(), run.context_prefill)

@@ -37,6 +37,9 @@ class Validation:
     scales: dict[str, float]  # measured / simulated engine seconds, per kind
     load: float | None = None  # mean load average while it ran
     load_adjusted: float | None = None  # preset rates x max(1, load / cores)
+    # Context tokens evaluated rather than read from a cache: (recorded, simulated); None for
+    # runs whose steps do not record prefill_tokens.
+    prefill: tuple[int, int] | None = None
 
     @property
     def preset_error(self) -> float:
@@ -89,7 +92,9 @@ def validate_run(path: str | Path, *, loads: str | Path | None = None,
                             _scaled(target, factor, factor)).wall_seconds
     return Validation(stats.label, stats.strategy, str(stats.config.get("engine", "?")),
                       len(stats.workload.plans), stats.wall_seconds, first.wall_seconds,
-                      second.wall_seconds, scales, load, adjusted)
+                      second.wall_seconds, scales, load, adjusted,
+                      None if stats.prefill_tokens is None
+                      else (stats.prefill_tokens, first.context_prefill))
 
 
 def validate(paths: Sequence[str | Path], *, loads: str | Path | None = None,

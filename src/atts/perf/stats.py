@@ -44,6 +44,9 @@ class RunStats:
     engine_seconds: dict[str, float]  # draft (generate), score, target (generate)
     tokens: dict[str, int]  # draft_decode, target_score, target_decode
     span: tuple[float, float] = (0.0, 0.0)  # unix time: first sample started, last finished
+    # Context tokens the engines evaluated rather than read from their caches (the steps'
+    # prefill_tokens); None for runs written before steps recorded it.
+    prefill_tokens: int | None = None
 
     @property
     def label(self) -> str:
@@ -156,7 +159,11 @@ def load_run_stats(path: str | Path) -> RunStats:
     tokens = {k: sum(int((r.get("tokens") or {}).get(k, 0)) for r in rows)
               for k in ("draft_decode", "target_score", "target_decode")}
     span = (min(float(r["started_at"]) for r in rows), max(float(r["finished_at"]) for r in rows))
-    return RunStats(folder.path, strategy, config, workload, wall, source, seconds, tokens, span)
+    steps = [step for r in rows for step in r.get("steps") or ()]
+    prefill = (sum(int(step["prefill_tokens"]) for step in steps)
+               if steps and all("prefill_tokens" in step for step in steps) else None)
+    return RunStats(folder.path, strategy, config, workload, wall, source, seconds, tokens, span,
+                    prefill)
 
 
 def mean_load(log: str | Path, start: float, end: float) -> float | None:

@@ -29,10 +29,11 @@ def validation_table(paths: Sequence[str | Path], loads: str | Path | None = Non
     body = table(
         ["run", "engine", "samples", "measured s", "preset s", "error", "mean load",
          "preset x load/cores s", "error", "self-calibrated s", "error",
-         "rate scale draft / score / target"],
+         "rate scale draft / score / target", "context tokens evaluated, recorded / simulated"],
         [[v.label, v.engine, v.samples, f"{v.measured:.0f}", f"{v.preset:.0f}",
           _pct(v.preset_error), *adjusted(v), f"{v.calibrated:.0f}", _pct(v.calibrated_error),
-          " / ".join(f"{v.scales[k]:.2f}" for k in ("draft", "score", "target"))]
+          " / ".join(f"{v.scales[k]:.2f}" for k in ("draft", "score", "target")),
+          "-" if v.prefill is None else f"{v.prefill[0]:,} / {v.prefill[1]:,}"]
          for v in rows])
     worst = {name: max(abs(e) for e in errors) if errors else None for name, errors in (
         ("preset", [v.preset_error for v in rows]),
@@ -47,7 +48,10 @@ def validation_table(paths: Sequence[str | Path], loads: str | Path | None = Non
         "(each of L runnable threads gets cores / L of a core).  Self-calibrated: the rates "
         "scaled per kind so that the simulated engine seconds equal those the run recorded "
         "(the scale column; 1.00 = the preset was exact), which leaves only the schedule to "
-        "predict.\n\n" + body + "\nLargest error: "
+        "predict.  Context tokens evaluated: prompt and history tokens the engines computed "
+        "rather than read from their caches (the steps' `prefill_tokens`; `-` for runs "
+        "written before steps recorded it), against the simulated pool's.\n\n" + body
+        + "\nLargest error: "
         + ", ".join(f"{name} {value:.0%}" for name, value in worst.items() if value is not None)
         + "; target +-25%.\n")
 
