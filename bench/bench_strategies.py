@@ -35,6 +35,7 @@ from atts.conformal import min_bank_size
 from atts.runner.run_folder import RunFolder
 
 BASELINE = "target_only"
+RSS_LOG = "rss_samples.log"
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,22 @@ def wait_for_quiet(max_load: float, minutes: float) -> float:
     return load
 
 
+def _rss_kib() -> int:
+    """This process's resident memory (VmRSS, KiB): both engines and every context."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 class LoadLog:
     """Appends ``<unix time> <load1> <load5> <load15>`` to a log every 15 s while runs go on,
-    so `atts simulate validate --loads` can correct the predictions for the shared cores."""
+    so `atts simulate validate --loads` can correct the predictions for the shared cores, and
+    ``<unix time> <RSS KiB>`` to ``rss_samples.log`` beside it (peak memory per run)."""
 
     def __init__(self, path: Path) -> None:
         self.path, self._stop = path, threading.Event()
+        self.rss_path = path.with_name(RSS_LOG)
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> LoadLog:
@@ -132,50 +143,18 @@ class LoadLog:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            now = time.time()
             with self.path.open("a") as file:
-                file.write(f"{time.time():.0f} " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-                           + "\n")
+                file.write(f"{now:.0f} " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + "\n")
+            with self.rss_path.open("a") as file:
+                file.write(f"{now:.0f} {_rss_kib()}\n")
             self._stop.wait(15)
-
-
-def sync_admission_works() -> bool:
-    """Whether the runner admits sync questions without deadlock when several wait for slots
-    (``admit_question`` once took its slots one at a time, so two waiting questions could each
-    hold part of them forever): a 1-second scripted run of 4 questions x 2 samples, 2 slots."""
-    import asyncio
-    import tempfile
-
-    from atts.data import Problem
-    from atts.engines.fake import FakeEngine
-    from atts.runner.runner import execute
-
-    config = RunConfig.from_mapping(dict(
-        engine="fake", strategy="sync", samples=2, max_active_samples=2, rounds=2, limit=4,
-        calibration="file", calibration_file="-", force_answer="none", max_retries=0))
-    problems = [Problem(f"t/{i}", "t", f"Question {i}?", "42") for i in range(4)]
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = RunFolder(Path(tmp) / "run")
-        folder.prepare({"config": config.to_dict()})
-
-        async def probe() -> None:
-            await asyncio.wait_for(execute(config, problems, FakeEngine(), FakeEngine(), folder,
-                                           bank_scores=(1.0, 2.0, 3.0), show_progress=False), 1.0)
-        try:
-            asyncio.run(probe())
-        except TimeoutError:
-            return False
-    return True
 
 
 def run_all(args: argparse.Namespace, todo: list[Job]) -> None:
     from atts.runner.session import run_job
 
     pending = [j for j in todo if not complete(j.folder(args.root, args.samples), j.config(args))]
-    if any(j.strategy == "sync" for j in pending) and not sync_admission_works():
-        print("bench: skipping the sync runs: the runner's sync admission deadlocks when "
-              "questions wait for slots (atts.runner.runner.admit_question); fix it first",
-              file=sys.stderr, flush=True)
-        pending = [j for j in pending if j.strategy != "sync"]
     with LoadLog(args.root / "load_samples.log"):
         for job in pending:
             folder = job.folder(args.root, args.samples)
@@ -198,6 +177,25 @@ def loads_of(root: Path, folders: list[Path]) -> str:
             means.append(mean_load(root / "load_samples.log", *span))
     known = [f"{m:.1f}" for m in means if m is not None]
     return ", ".join(known) if known else "-"
+
+
+def peak_rss(root: Path, folders: list[Path]) -> str:
+    """Highest resident memory (GB) sampled while each run went on (root/rss_samples.log)."""
+    path = root / RSS_LOG
+    if not path.is_file():
+        return "-"
+    samples = [(float(t), int(k)) for t, k in (line.split()[:2] for line in
+                                               path.read_text().splitlines() if line.strip())]
+    peaks = []
+    for folder in folders:
+        rows = RunFolder(folder).rows()
+        if rows:
+            start = min(r["started_at"] for r in rows)
+            end = max(r["finished_at"] for r in rows)
+            inside = [k for t, k in samples if start <= t <= end]
+            if inside:
+                peaks.append(f"{max(inside) / 2**20:.1f}")
+    return ", ".join(peaks) if peaks else "-"
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -289,7 +287,8 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
             f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
             f"| {_fmt(_median(ratios), '.2f', 'x')} | {rej_text} | {tok['draft_decode']:,} / "
             f"{tok['target_score']:,} / {tok['target_decode']:,} | {per_token} | {bound_text} "
-            f"| {eff_text} | {loads_of(root, [e.folder for e in entries])} |")
+            f"| {eff_text} | {loads_of(root, [e.folder for e in entries])} "
+            f"| {peak_rss(root, [e.folder for e in entries])} |")
 
 
 def report(args: argparse.Namespace, todo: list[Job]) -> str:
@@ -309,8 +308,9 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
                   "| run | reps | pass@1 | maj@N | wall s (each) | wall s (median) "
                   "| speedup vs target_only | rejected (95% CI) vs alpha | draft decode / "
                   "target score / target decode tokens | engine ms per token dd / ts / td "
-                  "(each rep) | bound (overlap / serial) | efficiency | mean load |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "(each rep) | bound (overlap / serial) | efficiency | mean load "
+                  "| peak RSS GB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         order = sorted(labels, key=lambda x: (x != "atts" and not x.startswith("atts"),
                                               x == BASELINE, x))
         lines += [_row(label, sorted(labels[label], key=lambda e: e.repeat), base, args.root)
