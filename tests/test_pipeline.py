@@ -74,6 +74,7 @@ def test_loop_stops_at_the_first_final_answer(tmp_path):
         assert row["answer"] == "7"
         assert row["rounds"] == 3
         assert len(row["steps"]) == 3
+        assert row["stop"] == "answer"
 
 
 def test_loop_honours_T_and_forces_an_answer(tmp_path):
@@ -89,6 +90,7 @@ def test_loop_honours_T_and_forces_an_answer(tmp_path):
         assert sum(s["author"] == "draft" for s in row["steps"]) == 4
         assert row["steps"][-1]["kind"] == "forced_answer"
         assert row["answer"] == "12"
+        assert row["stop"] == "rounds"
 
 
 def test_min_rounds_appends_wait_and_goes_on(tmp_path):
@@ -145,6 +147,7 @@ def test_an_eos_step_ends_the_sample_and_is_reopened_for_wait_and_forced_answers
         # with no answer: the answer is forced after the EOS is dropped.
         assert [s["kind"] for s in row["steps"]] == ["step", "wait", "step", "forced_answer"]
         assert row["rounds"] == 2 and row["answer"] == "9"
+        assert row["stop"] == "eos"
     # The EOS id is scored with its step, but never stays inside a prompt that goes on.
     scored = [c for c in target.calls if c.kind == "score"]
     assert scored and all(c.step.endswith("ppl=10") for c in scored)
@@ -168,3 +171,17 @@ def test_each_ended_sample_releases_its_text_and_steps_record_their_prefill(tmp_
         for step in row["steps"]:
             assert step["prefill_tokens"] in prompts.values()
     assert all(s["prefill_tokens"] > 0 for row in rows for s in row["steps"])
+
+
+def test_a_sample_stops_before_a_round_that_might_not_fit_the_context(tmp_path):
+    from atts.engines.fake import FakeEngine
+
+    cfg = config(rounds=10, draft_tokens=40, target_tokens=40, force_answer="target")
+    draft, target = engines(cycling([50]), target_step=lambda call: "3}\n")
+    # A prompt of about 250 characters (one token each), 15-character steps, and a round
+    # needing 80 tokens of room plus the forced answer's reserve: 9 rounds fit in 500.
+    small = FakeEngine("target", step=target._step, score=target._score, context_length=500)
+    _, rows = run(cfg, draft, small, tmp_path, questions=1)
+    for row in rows:
+        assert row["stop"] == "context" and 0 < row["rounds"] < 10
+        assert row["steps"][-1]["kind"] == "forced_answer" and row["answer"] == "3"

@@ -25,7 +25,7 @@ from atts.pipeline.prompt import (
     WAIT_CUE,
     close_forced_answer,
 )
-from atts.pipeline.trace import Author, SampleTrace, Step, Timings, TokenCounts
+from atts.pipeline.trace import Author, SampleTrace, Step, StopReason, Timings, TokenCounts
 
 
 def derive_seed(*parts: object) -> int:
@@ -67,6 +67,7 @@ class SampleState:
     text: str = ""
     ended: bool = False  # the model ended its message (EOS)
     rounds: int = 0
+    stop: StopReason = "rounds"
     draft_decode: int = 0
     target_decode: int = 0
     target_score: int = 0
@@ -148,7 +149,8 @@ async def _rounds(state: SampleState, env: SampleEnv, body: RoundBody) -> None:
     reserve = len(env.target.tokenize(ANSWER_CUE)) + FORCED_ANSWER_TOKENS
     for round_index in range(config.rounds):
         if len(state.ids) + room_per_round + reserve > env.context_length:
-            break  # the next round might not fit: stop here and force the answer
+            state.stop = "context"  # the next round might not fit: stop, force the answer
+            break
         await body(state, env, round_index)
         state.rounds = round_index + 1
         answered = extract_boxed(state.text) is not None
@@ -157,6 +159,7 @@ async def _rounds(state: SampleState, env: SampleEnv, body: RoundBody) -> None:
         if state.rounds < config.min_rounds:
             _append_cue(state, env, WAIT_CUE, round_index)
             continue
+        state.stop = "answer" if answered else "eos"
         break
     if extract_boxed(state.text) is None and config.force_answer != "none":
         await _force_answer(state, env)
@@ -222,6 +225,7 @@ def _freeze(state: SampleState, config: RunConfig, started_at: float, wall: floa
         seconds=Timings(state.draft_seconds, state.score_seconds, state.target_seconds, wall),
         started_at=started_at,
         finished_at=started_at + wall,
+        stop=state.stop,
     )
 
 

@@ -10,6 +10,10 @@ from typing import Any, Literal
 
 Author = Literal["draft", "target"]
 StepKind = Literal["step", "wait", "forced_answer"]
+# Why a sample stopped writing: it boxed an answer, ended its message (EOS), used its T rounds,
+# or the next round would not fit the context window.  A forced answer may follow any but the
+# first (its step says so).
+StopReason = Literal["answer", "eos", "rounds", "context"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class SampleTrace:
     started_at: float = 0.0
     finished_at: float = 0.0
     error: str | None = None
+    stop: StopReason | None = None  # None: the sample failed (status "error")
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)

@@ -224,7 +224,6 @@ async def _next_update(updates: asyncio.Queue[str | None], keepalive: float) -> 
 def _after_vote(
     solution: Solution, live: bool, emit: Callable[..., bytes]
 ) -> list[bytes]:
-    rounds = solution.prepared.config.rounds
     order = shapes.choice_order(solution)
     events = []
     if not live:
@@ -232,7 +231,7 @@ def _after_vote(
             events.append(emit([shapes.delta(index, "", role=True)]))
             events.extend(emit([shapes.delta(index, piece)])
                           for piece in shapes.step_texts(solution.traces[i]))
-    finals = [shapes.delta(index, finish=shapes.finish_reason(solution.traces[i], rounds))
+    finals = [shapes.delta(index, finish=shapes.finish_reason(solution.traces[i]))
               for index, i in enumerate(order)]
     events.append(emit(finals, atts=shapes.atts_object(solution)))
     return events

@@ -28,12 +28,10 @@ def choice_order(solution: Solution) -> list[int]:
     return [solution.chosen, *rest]
 
 
-def finish_reason(trace: SampleTrace, rounds: int) -> str:
-    if any(step.kind == "forced_answer" for step in trace.steps):
-        return "length"  # the rounds or max_tokens ran out; the answer was forced
-    if trace.answer is not None or trace.rounds < rounds:
-        return "stop"  # an answer, or the model ended its message by itself
-    return "length"
+def finish_reason(trace: SampleTrace) -> str:
+    """OpenAI's finish_reason: "stop" when the model answered or ended its message by itself,
+    "length" when the rounds or the context window ran out (the answer, if any, was forced)."""
+    return "stop" if trace.stop in ("answer", "eos") else "length"
 
 
 def usage(solution: Solution) -> dict[str, int]:
@@ -57,6 +55,7 @@ def atts_object(solution: Solution) -> dict[str, Any]:
             "error": trace.error,
             "answer": trace.answer,
             "rounds": trace.rounds,
+            "stop": trace.stop,
             "completion_tokens": solution.completion_tokens[trace.sample_index],
             "tokens": asdict(trace.tokens),
             "seconds": asdict(trace.seconds),
@@ -86,13 +85,12 @@ def atts_object(solution: Solution) -> dict[str, Any]:
 
 
 def completion_body(solution: Solution, model: str, created: int) -> dict[str, Any]:
-    rounds = solution.prepared.config.rounds
     choices = [
         {
             "index": index,
             "message": {"role": "assistant", "content": solution.traces[i].text},
             "logprobs": None,
-            "finish_reason": finish_reason(solution.traces[i], rounds),
+            "finish_reason": finish_reason(solution.traces[i]),
         }
         for index, i in enumerate(choice_order(solution))
     ]
