@@ -261,6 +261,20 @@ class RemoteEngine:
         """Tokens a scoring request generates besides the prompt (vLLM refuses max_tokens 0)."""
         return 0
 
+    def _finished(self, kind: object, matched: object, ids: list[int]
+                  ) -> tuple[list[int], FinishReason] | None:
+        """The step and our finish reason from a server's (kind, matched stop) pair, shared by
+        vLLM (finish_reason, stop_reason) and SGLang (finish_reason.type, .matched): "length";
+        "stop" on a stop string; "stop" on a token id or none is an end of message (EOS).
+        None for any other kind, which each backend reports in its own words."""
+        if kind == "length":
+            return ids, "length"
+        if kind == "stop" and isinstance(matched, str):
+            return ids, "stop"
+        if kind == "stop":
+            return self._ending_with_eos(ids, matched if isinstance(matched, int) else None), "eos"
+        return None
+
     def _ending_with_eos(self, ids: list[int], stop_token: int | None) -> list[int]:
         """The EOS convention of ``Generation``: a step that ended the message holds the
         end-of-generation id last.  Servers return it; one that strips it gets it back."""

@@ -66,19 +66,12 @@ class SglangEngine(RemoteEngine):
         finish = meta.get("finish_reason")
         kind = finish.get("type") if isinstance(finish, dict) else finish
         matched = finish.get("matched") if isinstance(finish, dict) else None
-        reason: FinishReason
-        if kind == "length":
-            reason = "length"
-        elif kind == "stop" and isinstance(matched, str):
-            reason = "stop"
-        elif kind == "stop":
-            reason = "eos"
-            ids = self._ending_with_eos(ids, matched if isinstance(matched, int) else None)
-        elif kind == "abort":
+        finished = self._finished(kind, matched, ids)
+        if finished is not None:
+            return (*finished, _int(meta.get("cached_tokens")))
+        if kind == "abort":
             raise self._abort_error(finish)
-        else:
-            raise RemoteResponseError(f"sglang: unexpected finish_reason {finish!r}")
-        return ids, reason, _int(meta.get("cached_tokens"))
+        raise RemoteResponseError(f"sglang: unexpected finish_reason {finish!r}")
 
     def _score_request(self, prefix: list[int], step: list[int]) -> dict[str, Any]:
         return {

@@ -91,20 +91,13 @@ class VllmEngine(RemoteEngine):
             )
         finish = choice.get("finish_reason")
         stop_reason = choice.get("stop_reason")
-        reason: FinishReason
-        if finish == "length":
-            reason = "length"
-        elif finish == "stop" and isinstance(stop_reason, str):
-            reason = "stop"
-        elif finish == "stop":
-            reason = "eos"
-            ids = self._ending_with_eos(ids, stop_reason if isinstance(stop_reason, int) else None)
-        elif finish == "abort":
+        finished = self._finished(finish, stop_reason, ids)
+        if finished is not None:
+            return (*finished, cached_prompt_tokens(body))
+        if finish == "abort":
             raise RemoteUnavailableError("vllm: the server aborted the request",
                                          endpoints=self._http.urls)
-        else:
-            raise RemoteResponseError(f"vllm: unexpected finish_reason {finish!r}")
-        return ids, reason, cached_prompt_tokens(body)
+        raise RemoteResponseError(f"vllm: unexpected finish_reason {finish!r}")
 
     def _score_request(self, prefix: list[int], step: list[int]) -> dict[str, Any]:
         return {
