@@ -12,8 +12,8 @@ efficiency (measured speedup / bound).
     .venv/bin/python bench/bench_strategies.py --datasets gsm8k:6 \
         --strategies atts target_only draft_only sync --repeats 2
 Sweeps: ``--alphas 0.1 0.25 0.4``, ``--calibrations question marginal``, ``--modes continue
-regenerate``.  ``--report-only`` grades and writes without running.  BENCHMARKS.md section 7
-lists the full set.
+regenerate``, ``--strata none round`` (round: marginal calibration only).  ``--report-only``
+grades and writes without running.  BENCHMARKS.md section 7 lists the full set.
 """
 
 from __future__ import annotations
@@ -47,11 +47,13 @@ class Job:
     calibration: str
     mode: str  # continue | regenerate
     repeat: int
+    strata: str = "none"  # round: one bank per round index (marginal calibration only)
 
     @property
     def label(self) -> str:
         if self.strategy == "atts":
-            return f"atts-a{self.alpha:g}-{self.calibration}-{self.mode}"
+            strata = "" if self.strata == "none" else f"-{self.strata}"
+            return f"atts-a{self.alpha:g}-{self.calibration}{strata}-{self.mode}"
         if self.strategy == "sync":
             return f"sync-b{self.alpha:g}"
         return self.strategy
@@ -70,6 +72,7 @@ class Job:
                 alpha=self.alpha, calibration=self.calibration,
                 alpha_discard=self.alpha if self.mode == "regenerate" else 0.0,
                 calibration_m=max(args.samples, needed), warmup=max(8, needed),
+                strata=self.strata,
             )
         if self.strategy == "sync":
             # The synchronous baseline sends the B = alpha x N worst-scored steps of each round
@@ -85,8 +88,10 @@ def jobs(args: argparse.Namespace) -> list[Job]:
         for repeat in range(args.repeats):
             for strategy in args.strategies:
                 if strategy == "atts":
-                    out += [Job(name, int(limit or 6), "atts", a, c, m, repeat)
-                            for a in args.alphas for c in args.calibrations for m in args.modes]
+                    out += [Job(name, int(limit or 6), "atts", a, c, m, repeat, strata)
+                            for a in args.alphas for c in args.calibrations for m in args.modes
+                            for strata in args.strata
+                            if strata == "none" or c == "marginal"]
                 elif strategy == "sync":
                     out += [Job(name, int(limit or 6), "sync", a, "question", "continue", repeat)
                             for a in args.alphas]
@@ -333,6 +338,8 @@ def main() -> None:
                         choices=["question", "marginal"])
     parser.add_argument("--modes", nargs="+", default=["continue"],
                         choices=["continue", "regenerate"])
+    parser.add_argument("--strata", nargs="+", default=["none"], choices=["none", "round"],
+                        help="round: one bank per round index (with --calibrations marginal)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", type=Path, default=Path("runs/bench"))
