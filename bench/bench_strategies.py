@@ -170,37 +170,22 @@ def run_all(args: argparse.Namespace, todo: list[Job]) -> None:
                   f"s, {outcome.errors} errors", file=sys.stderr, flush=True)
 
 
-def loads_of(root: Path, folders: list[Path]) -> str:
+def loads_of(root: Path, entries: list[Done]) -> str:
     """Mean 1-minute load average while each run went on (from root/load_samples.log)."""
     from atts.perf.stats import mean_load
 
-    means = []
-    for folder in folders:
-        rows = RunFolder(folder).rows()
-        if rows:
-            span = (min(r["started_at"] for r in rows), max(r["finished_at"] for r in rows))
-            means.append(mean_load(root / "load_samples.log", *span))
+    means = [mean_load(root / "load_samples.log", *e.span) for e in entries]
     known = [f"{m:.1f}" for m in means if m is not None]
     return ", ".join(known) if known else "-"
 
 
-def peak_rss(root: Path, folders: list[Path]) -> str:
+def peak_rss(root: Path, entries: list[Done]) -> str:
     """Highest resident memory (GB) sampled while each run went on (root/rss_samples.log)."""
-    path = root / RSS_LOG
-    if not path.is_file():
-        return "-"
-    samples = [(float(t), int(k)) for t, k in (line.split()[:2] for line in
-                                               path.read_text().splitlines() if line.strip())]
-    peaks = []
-    for folder in folders:
-        rows = RunFolder(folder).rows()
-        if rows:
-            start = min(r["started_at"] for r in rows)
-            end = max(r["finished_at"] for r in rows)
-            inside = [k for t, k in samples if start <= t <= end]
-            if inside:
-                peaks.append(f"{max(inside) / 2**20:.1f}")
-    return ", ".join(peaks) if peaks else "-"
+    from atts.perf.stats import logged_between
+
+    peaks = [max(kib) / 2**20 for e in entries
+             if (kib := logged_between(root / RSS_LOG, *e.span))]
+    return ", ".join(f"{p:.1f}" for p in peaks) if peaks else "-"
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -214,6 +199,7 @@ class Done:
     repeat: int
     folder: Path
     summary: dict[str, Any]
+    span: tuple[float, float]  # unix time: its first sample started, its last finished
 
 
 def finished_runs(args: argparse.Namespace) -> list[Done]:
@@ -235,9 +221,11 @@ def finished_runs(args: argparse.Namespace) -> list[Done]:
                 config = RunConfig.from_mapping(run.read_manifest()["config"])
                 if not complete(folder, config):
                     continue
+                rows = run.rows()
+                span = (min(r["started_at"] for r in rows), max(r["finished_at"] for r in rows))
                 out.append(Done(name, int(limit or 6), folder.parent.name,
                                 int(folder.name[3:]), folder,
-                                summarize_run(load_run(folder, grader))))
+                                summarize_run(load_run(folder, grader)), span))
     return out
 
 
@@ -292,8 +280,7 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
             f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
             f"| {_fmt(_median(ratios), '.2f', 'x')} | {rej_text} | {tok['draft_decode']:,} / "
             f"{tok['target_score']:,} / {tok['target_decode']:,} | {per_token} | {bound_text} "
-            f"| {eff_text} | {loads_of(root, [e.folder for e in entries])} "
-            f"| {peak_rss(root, [e.folder for e in entries])} |")
+            f"| {eff_text} | {loads_of(root, entries)} | {peak_rss(root, entries)} |")
 
 
 def report(args: argparse.Namespace, todo: list[Job]) -> str:

@@ -166,22 +166,29 @@ def load_run_stats(path: str | Path) -> RunStats:
                     prefill)
 
 
-def mean_load(log: str | Path, start: float, end: float) -> float | None:
-    """Mean 1-minute load average between ``start`` and ``end`` (unix seconds) from a log of
-    ``<unix time> <load1> ...`` lines (bench/bench_strategies.py writes one while it runs);
-    None when no sample falls inside."""
+def logged_between(log: str | Path, start: float, end: float) -> list[float]:
+    """The first value of every ``<unix time> <value> ...`` line of ``log`` timed between
+    ``start`` and ``end`` (unix seconds); malformed lines are skipped, a missing log gives
+    none.  bench/bench_strategies.py writes such logs (load average, resident memory)."""
     path = Path(log)
     if not path.is_file():
-        return None
+        return []
     values = []
     for line in path.read_text().splitlines():
         parts = line.split()
         try:
-            when, load = float(parts[0]), float(parts[1])
+            when, value = float(parts[0]), float(parts[1])
         except (IndexError, ValueError):
             continue
         if start <= when <= end:
-            values.append(load)
+            values.append(value)
+    return values
+
+
+def mean_load(log: str | Path, start: float, end: float) -> float | None:
+    """Mean 1-minute load average between ``start`` and ``end`` from a load log
+    (``<unix time> <load1> ...`` lines); None when no sample falls inside."""
+    values = logged_between(log, start, end)
     return sum(values) / len(values) if values else None
 
 
