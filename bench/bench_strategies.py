@@ -336,6 +336,8 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--results", type=Path, default=Path("bench/results/strategies.md"))
     parser.add_argument("--benchmarks", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument("--section", default="bench_strategies",
+                        help="the BENCHMARKS.md section to write (bench_sweeps for the sweeps)")
     args = parser.parse_args()
     todo = jobs(args)
     if not args.report_only:
@@ -346,7 +348,7 @@ def main() -> None:
     args.results.write_text(f"# Strategies benchmark\n\nCommand: `{command}`\n\n{text}")
     from atts.perf.report import replace_section
 
-    replace_section(args.benchmarks, "bench_strategies", f"Command: `{command}`\n\n{text}")
+    replace_section(args.benchmarks, args.section, f"Command: `{command}`\n\n{text}")
     print(text)
 
 
