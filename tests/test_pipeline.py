@@ -105,15 +105,18 @@ def test_min_rounds_appends_wait_and_goes_on(tmp_path):
 
 
 def test_target_only_and_draft_only_use_one_model(tmp_path):
+    """Forced answers included (force_answer=auto): a draft-only baseline never calls the
+    target, a target-only one never calls the draft."""
     for strategy, author in (("target_only", "target"), ("draft_only", "draft")):
-        cfg = config(strategy=strategy, rounds=2)
+        cfg = config(strategy=strategy, rounds=2, force_answer="auto")
         draft, target = engines(cycling([50]))
         _, rows = run(cfg, draft, target, tmp_path / strategy)
         authors = {s["author"] for r in rows for s in r["steps"]}
         assert authors == {author}
+        assert all(r["steps"][-1]["kind"] == "forced_answer" for r in rows)
         assert all(s["decision"] is None for r in rows for s in r["steps"])
-        scored = sum(c.kind == "score" for c in target.calls)
-        assert scored == 0
+        unused = target if author == "draft" else draft
+        assert unused.calls == []
 
 
 def test_token_counts_and_trace_fields(tmp_path):

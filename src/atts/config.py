@@ -20,7 +20,7 @@ CALIBRATIONS = ("question", "marginal", "file")
 STRATA = ("none", "round")
 ENGINES = ("llama_cpp", "transformers", "fake", "vllm", "sglang", "openai")
 REMOTE_ENGINES = ("vllm", "sglang", "openai")
-FORCE_AUTHORS = ("target", "draft", "none")
+FORCE_AUTHORS = ("auto", "target", "draft", "none")
 
 
 class ConfigError(ValueError):
@@ -75,7 +75,9 @@ class RunConfig:
     target_tokens: int = 160  # K_t
     rounds: int = 12  # T
     min_rounds: int = 0  # answer earlier than this -> append "Wait" and go on
-    force_answer: str = "target"  # who completes a forced final answer when T runs out
+    # Who completes a forced final answer when T runs out; auto: the draft for draft_only (a
+    # draft-only baseline must not borrow the target), the target otherwise.
+    force_answer: str = "auto"
     temperature: float = 0.8
     top_p: float = 0.95
     step_stop: str = "\n\n"
@@ -161,6 +163,15 @@ class RunConfig:
                 "warmup",
                 f"alpha={self.alpha} needs a warm-up of at least {needed} scores; raise warmup",
             )
+
+    @property
+    def forced_answer_author(self) -> str | None:
+        """Who completes a forced answer ("target" or "draft"), None when none is forced."""
+        if self.force_answer == "none":
+            return None
+        if self.force_answer == "auto":
+            return "draft" if self.strategy == "draft_only" else "target"
+        return self.force_answer
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:

@@ -30,7 +30,7 @@ CONFIG_FLAGS = {
     "target_tokens": "default K_t: most tokens per target step",
     "temperature": "default sampling temperature",
     "top_p": "default nucleus sampling top_p",
-    "force_answer": "who completes a forced answer: target | draft | none",
+    "force_answer": "who completes a forced answer: auto | target | draft | none",
     "n_ctx": "tokens per llama.cpp context",
     "draft_threads": "llama.cpp threads of the draft",
     "target_threads": "llama.cpp threads of the target",

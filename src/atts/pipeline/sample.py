@@ -161,8 +161,9 @@ async def _rounds(state: SampleState, env: SampleEnv, body: RoundBody) -> None:
             continue
         state.stop = "answer" if answered else "eos"
         break
-    if extract_boxed(state.text) is None and config.force_answer != "none":
-        await _force_answer(state, env)
+    author = config.forced_answer_author
+    if extract_boxed(state.text) is None and author is not None:
+        await _force_answer(state, env, author)
 
 
 def _joined(state: SampleState, cue: str) -> str:
@@ -179,8 +180,8 @@ def _append_cue(state: SampleState, env: SampleEnv, cue: str, round_index: int) 
     state.text += cue
 
 
-async def _force_answer(state: SampleState, env: SampleEnv) -> None:
-    role: Author = "target" if env.config.force_answer == "target" else "draft"
+async def _force_answer(state: SampleState, env: SampleEnv, author: str) -> None:
+    role: Author = "target" if author == "target" else "draft"
     engine = env.target if role == "target" else env.draft
     state.reopen()
     cue = _joined(state, ANSWER_CUE)

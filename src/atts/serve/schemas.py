@@ -85,7 +85,7 @@ class _AttsOptions(BaseModel):
     min_rounds: int | None = Field(default=None, ge=0)
     draft_tokens: int | None = Field(default=None, ge=1)
     target_tokens: int | None = Field(default=None, ge=1)
-    force_answer: Literal["target", "draft", "none"] | None = None
+    force_answer: Literal["auto", "target", "draft", "none"] | None = None
 
 
 class _StreamOptions(BaseModel):
