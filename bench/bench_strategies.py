@@ -229,6 +229,16 @@ def finished_runs(args: argparse.Namespace) -> list[Done]:
     return out
 
 
+def cpus_of(entries: list[Done]) -> str:
+    """The processors named in the runs' manifests, with how many runs each: timings from
+    different machines must not be compared (the team's machines differ by 2x)."""
+    counts: dict[str, int] = defaultdict(int)
+    for entry in entries:
+        machine = RunFolder(entry.folder).read_manifest().get("machine", {})
+        counts[machine.get("cpu", "not recorded")] += 1
+    return ", ".join(f"{cpu} ({n} runs)" for cpu, n in sorted(counts.items())) or "-"
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -291,7 +301,8 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}; engine llama_cpp, draft qwen2.5-coder-0.5b, "
              f"target qwen2.5-coder-1.5b, 1 thread each; N = {args.samples}; "
-             f"written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
+             f"written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+             f"Processors the runs recorded: {cpus_of(done)}.", ""]
     have = {(e.dataset, e.limit, e.label, e.repeat) for e in done}
     missing = [j for j in todo if (j.dataset, j.limit, j.label, j.repeat) not in have]
     for (dataset, limit), labels in groups.items():

@@ -231,6 +231,20 @@ def test_a_different_configuration_on_an_existing_run_folder_is_refused(tmp_path
     assert folder.read_manifest()["config"]["alpha"] == 0.2
 
 
+def test_force_answer_auto_resumes_a_folder_written_with_the_author_it_means(tmp_path):
+    """Folders written before ``auto`` became the default (force_answer: target) resume under
+    it where auto means the target, and are refused where it does not (draft_only)."""
+    for strategy, same in (("atts", True), ("target_only", True), ("draft_only", False)):
+        folder = RunFolder(tmp_path / strategy)
+        folder.prepare({"config": config(strategy=strategy, force_answer="target").to_dict()})
+        resumed = {"config": config(strategy=strategy, force_answer="auto").to_dict()}
+        if same:
+            folder.prepare(resumed)
+        else:
+            with pytest.raises(RunFolderError, match="force_answer: 'target' -> 'draft'"):
+                folder.prepare(resumed)
+
+
 def test_a_torn_last_line_is_cut_when_the_folder_is_reopened(tmp_path):
     cfg = config()
     folder = RunFolder(tmp_path)

@@ -167,11 +167,8 @@ class RunConfig:
     @property
     def forced_answer_author(self) -> str | None:
         """Who completes a forced answer ("target" or "draft"), None when none is forced."""
-        if self.force_answer == "none":
-            return None
-        if self.force_answer == "auto":
-            return "draft" if self.strategy == "draft_only" else "target"
-        return self.force_answer
+        author = resolve_force_answer(self.force_answer, self.strategy)
+        return None if author == "none" else author
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -192,6 +189,13 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["ids"] = list(self.ids)
         return data
+
+
+def resolve_force_answer(force_answer: str, strategy: str) -> str:
+    """``force_answer`` with ``auto`` resolved: the draft for draft_only, else the target."""
+    if force_answer == "auto":
+        return "draft" if strategy == "draft_only" else "target"
+    return force_answer
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

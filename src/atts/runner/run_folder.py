@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from atts.config import resolve_force_answer
+
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 # Keys that change how fast a run goes, never what a sample contains.
@@ -136,7 +138,17 @@ class RunFolder:
         os.replace(temp, path)
 
 
+def _resolved(config: dict[str, Any]) -> dict[str, Any]:
+    """Settings compared by what they do: ``force_answer: auto`` (the default since
+    2026-11-29) resumes a folder written with the author it resolves to."""
+    if "force_answer" not in config:
+        return config
+    return {**config, "force_answer": resolve_force_answer(config["force_answer"],
+                                                           config.get("strategy", "atts"))}
+
+
 def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    old, new = _resolved(old), _resolved(new)
     keys = (set(old) | set(new)) - OPERATIONAL_KEYS
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"

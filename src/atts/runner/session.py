@@ -104,8 +104,20 @@ def manifest(config: RunConfig, draft: Engine, target: Engine, problems: int) ->
         "problems": problems,
         "command": " ".join(sys.argv),
         "created_at": time.time(),
-        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "cpu": cpu_model()},
     }
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), so timings name their hardware."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def run_job(
