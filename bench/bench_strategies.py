@@ -108,13 +108,16 @@ def complete(folder: Path, config: RunConfig) -> bool:
     return len(run.finished(include_errors=False)) >= (config.limit or 0) * config.samples
 
 
-def wait_for_quiet(max_load: float, minutes: float) -> float:
-    """Wait (2-minute naps) while the 1-minute load average exceeds ``max_load``; returns it."""
+def wait_for_quiet(max_load: float, minutes: float, nap: float = 20.0) -> float:
+    """Wait while the 1-minute load average exceeds ``max_load``; returns it.  Short naps: the
+    previous run's own two threads keep the average above 1.5 for about 20 s after it ends
+    (it decays with a 60 s time constant), and 2-minute naps lost minutes per sweep."""
     deadline = time.monotonic() + 60 * minutes
     load = os.getloadavg()[0]
     while load > max_load and time.monotonic() < deadline:
-        print(f"bench: load {load:.2f} > {max_load}: waiting 120 s", file=sys.stderr, flush=True)
-        time.sleep(120)
+        print(f"bench: load {load:.2f} > {max_load}: waiting {nap:.0f} s", file=sys.stderr,
+              flush=True)
+        time.sleep(nap)
         load = os.getloadavg()[0]
     return load
 
