@@ -46,7 +46,7 @@ test: models-tiny
 test-slow: models-all
 	$(BIN)/python -m pytest -q -m slow
 
-# The main benchmark of BENCHMARKS.md section 2: ATTS against its three baselines on 20 GSM8K
+# The main benchmark of BENCHMARKS.md section 2.2: ATTS against its three baselines on 20 GSM8K
 # problems x 4 samples, about 90 minutes of both cores; resumable (finished runs are skipped).
 bench: models-all
 	$(BIN)/python bench/bench_strategies.py --datasets gsm8k:20 \

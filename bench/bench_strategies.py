@@ -13,7 +13,9 @@ efficiency (measured speedup / bound).
         --strategies atts target_only draft_only sync --repeats 2
 Sweeps: ``--alphas 0.1 0.25 0.4``, ``--calibrations question marginal``, ``--modes continue
 regenerate``, ``--strata none round`` (round: marginal calibration only).  ``--report-only``
-grades and writes without running.  BENCHMARKS.md section 7 lists the full set.
+grades and writes without running.  BENCHMARKS.md section 7 lists the full set.  Repeats reuse
+``--seed``, so they repeat the same work (timing noise); accuracy columns show each repeat's
+value only where they differ.  ``--section`` names the BENCHMARKS.md section written.
 """
 
 from __future__ import annotations
@@ -289,7 +291,13 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
         " ".join(f"{1e3 * e.summary['engine_seconds'][k] / e.summary['tokens'][k]:.0f}"
                  for e in entries) if tok[k] else "-"
         for k in ("draft_decode", "target_score", "target_decode")) + " ms"
-    return (f"| {label} | {len(entries)} | {first['pass@1']:.3f} | {first[f'maj@{n}']:.3f} "
+    def each(key: str) -> str:
+        """One value when every repeat agrees (the same seed repeats the same work), else
+        each repeat's."""
+        values = [f"{e.summary[key]:.3f}" for e in entries]
+        return values[0] if len(set(values)) == 1 else " / ".join(values)
+
+    return (f"| {label} | {len(entries)} | {each('pass@1')} | {each(f'maj@{n}')} "
             f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
             f"| {_fmt(_median(ratios), '.2f', 'x')} | {rej_text} | {tok['draft_decode']:,} / "
             f"{tok['target_score']:,} / {tok['target_decode']:,} | {per_token} | {bound_text} "
