@@ -359,7 +359,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("bench/results/strategies.md"))
     parser.add_argument("--benchmarks", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--section", default="bench_strategies",
-                        help="the BENCHMARKS.md section to write (bench_sweeps for the sweeps)")
+                        help="the BENCHMARKS.md section to write")
     args = parser.parse_args()
     todo = jobs(args)
     if not args.report_only:

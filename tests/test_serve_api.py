@@ -217,7 +217,8 @@ def test_max_tokens_ends_the_rounds_and_the_answer_is_forced():
     with running(svc) as server:
         api = client(server.url)
         capped = api.chat.completions.create(model="atts", messages=USER, max_tokens=60,
-                                             extra_body={"atts": {"trace": True}})
+                                             extra_body={"atts": {"trace": True,
+                                                                  "force_answer": "auto"}})
         free = api.chat.completions.create(model="atts", messages=USER)
         assert api.models.retrieve("atts:draft+target").id == "atts:draft+target"
     reserve = len("\n\nFinal answer: \\boxed{") + 24  # the answer cue and forced tokens
@@ -225,6 +226,7 @@ def test_max_tokens_ends_the_rounds_and_the_answer_is_forced():
     assert capped.usage.completion_tokens <= 60 + reserve
     assert capped.model_extra["atts"]["samples"][0]["rounds"] == 1
     assert capped.model_extra["atts"]["settings"]["draft_tokens"] == 30  # a round fits
+    assert capped.model_extra["atts"]["settings"]["force_answer"] == "target"  # auto, resolved
     assert free.model_extra["atts"]["samples"][0]["rounds"] == 4
     assert free.usage.completion_tokens > capped.usage.completion_tokens
     assert "Final answer: \\boxed{" in capped.choices[0].message.content

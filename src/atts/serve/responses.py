@@ -72,7 +72,8 @@ def atts_object(solution: Solution) -> dict[str, Any]:
             "rounds": config.rounds, "min_rounds": config.min_rounds,
             "draft_tokens": config.draft_tokens, "target_tokens": config.target_tokens,
             "temperature": config.temperature, "top_p": config.top_p,
-            "force_answer": config.force_answer, "seed": prepared.seed,
+            # The author it resolves to (auto is the default), as the request could name it.
+            "force_answer": config.forced_answer_author or "none", "seed": prepared.seed,
         },
         "bank": {
             "size": solution.bank_size,
