@@ -347,9 +347,11 @@ def report(args: argparse.Namespace) -> None:
             lines.append(f"| {row['model']} | {attention} | {row['kind']} | {row['batch']} | "
                          f"{row['context']} | {row['tokens']} | {row['error']} ||||||| ")
             continue
-        ideal = iteration_seconds(engine(row["model"], args.device, mfu=1.0, mbu=1.0,
-                                         overhead=0.0), **_work(row))
-        bound = "memory" if _memory_seconds(row, args.device) >= ideal - 1e-12 else "compute"
+        ideal = iteration_seconds(_at_peak(row["model"], args.device), **_work(row))
+        # The memory side alone: the same roofline on a device of unbounded FLOP/s.
+        memory = iteration_seconds(_at_peak(row["model"], args.device, memory_only=True),
+                                   **_work(row))
+        bound = "memory" if memory >= ideal - 1e-12 else "compute"
         share = ideal / row["graph_s"]
         achieved.setdefault((attention, row["kind"], bound), []).append(share)
         predicted = iteration_seconds(engine(row["model"], args.device), **_work(row))
@@ -384,17 +386,17 @@ def _work(row: dict[str, Any]) -> dict[str, Any]:
     return {"decode_contexts": (), "chunks": (Chunk(row["tokens"], row["context"], row["rows"]),)}
 
 
-def _memory_seconds(row: dict[str, Any], device: str) -> float:
-    """The memory side of the roofline alone (bytes / peak bandwidth), to name the bound."""
-    from atts.perf.devices import engine
+def _at_peak(model: str, device: str, *, memory_only: bool = False) -> Any:
+    """The preset engine at 100% of peak bandwidth and FLOP/s with no overhead (the roofline
+    itself); ``memory_only``: with unbounded FLOP/s, so only bytes / bandwidth remains."""
+    from dataclasses import replace
 
-    ideal = engine(row["model"], device, mfu=1.0, mbu=1.0, overhead=0.0)
-    model, kv = ideal.model, ideal.model.kv_bytes_per_token
-    if row["kind"] == "decode":
-        read = model.weight_bytes + kv * row["batch"] * (row["context"] + 1)
-    else:
-        read = model.weight_bytes + kv * (row["context"] + row["tokens"])
-    return float(read / ideal.bandwidth)
+    from atts.perf.devices import engine, lookup_device
+
+    dev = lookup_device(device)
+    if memory_only:
+        dev = replace(dev, peak_flops=math.inf)
+    return engine(model, dev, mfu=1.0, mbu=1.0, overhead=0.0)
 
 
 def _operating_point(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:

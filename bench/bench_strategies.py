@@ -205,6 +205,7 @@ class Done:
     folder: Path
     summary: dict[str, Any]
     span: tuple[float, float]  # unix time: its first sample started, its last finished
+    cpu: str  # the processor its manifest names ("not recorded" before 2026-11-29)
 
 
 def finished_runs(args: argparse.Namespace) -> list[Done]:
@@ -223,14 +224,16 @@ def finished_runs(args: argparse.Namespace) -> list[Done]:
                 run = RunFolder(folder)
                 if not run.manifest_path.exists():
                     continue
-                config = RunConfig.from_mapping(run.read_manifest()["config"])
+                manifest = run.read_manifest()
+                config = RunConfig.from_mapping(manifest["config"])
                 if not complete(folder, config):
                     continue
                 rows = run.rows()
                 span = (min(r["started_at"] for r in rows), max(r["finished_at"] for r in rows))
+                cpu = manifest.get("machine", {}).get("cpu", "not recorded")
                 out.append(Done(name, int(limit or 6), folder.parent.name,
                                 int(folder.name[3:]), folder,
-                                summarize_run(load_run(folder, grader)), span))
+                                summarize_run(load_run(folder, grader)), span, cpu))
     return out
 
 
@@ -239,8 +242,7 @@ def cpus_of(entries: list[Done]) -> str:
     different machines must not be compared (the team's machines differ by 2x)."""
     counts: dict[str, int] = defaultdict(int)
     for entry in entries:
-        machine = RunFolder(entry.folder).read_manifest().get("machine", {})
-        counts[machine.get("cpu", "not recorded")] += 1
+        counts[entry.cpu] += 1
     return ", ".join(f"{cpu} ({n} runs)" for cpu, n in sorted(counts.items())) or "-"
 
 
