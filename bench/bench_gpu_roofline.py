@@ -401,7 +401,7 @@ def _at_peak(model: str, device: str, *, memory_only: bool = False) -> Any:
 
 def _operating_point(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     """Per-token costs at one operating point, measured against the preset, and the speedup
-    bound (ATTS.md section 6, ``per_token_speedup``, draft and target on separate GPUs) each
+    bound (docs/METHOD.md section 6, ``per_token_speedup``, draft and target on separate GPUs) each
     gives: the simulator's speedups rest on these ratios more than on absolute times."""
     from atts.perf.devices import engine
     from atts.perf.roofline import TokenCosts, per_token_costs, per_token_speedup

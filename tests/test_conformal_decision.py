@@ -1,4 +1,4 @@
-"""Ordinal decisions (ATTS.md section 4), their thresholds' guards, and alpha = B/m."""
+"""Ordinal decisions (docs/METHOD.md section 4), their thresholds' guards, and alpha = B/m."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The p-value formula (ATTS.md section 3), its exact rank law, and its input guards."""
+"""The p-value formula (docs/METHOD.md section 3), its exact rank law, and its input guards."""
 
 from __future__ import annotations
 

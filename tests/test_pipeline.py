@@ -1,7 +1,7 @@
 """The ATTS loop on scripted engines: who writes which step, and when a sample stops.
 
 The bank is the scores 1..99 (n = 99), so a draft step of perplexity x has the p-value
-``p = (1 + #{b >= x}) / 100`` (ATTS.md section 3): x = 50 -> 0.51, x = 95 -> 0.06,
+``p = (1 + #{b >= x}) / 100`` (docs/METHOD.md section 3): x = 50 -> 0.51, x = 95 -> 0.06,
 x = 99 -> 0.02, x = 500 -> 0.01.
 """
 

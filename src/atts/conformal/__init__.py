@@ -2,7 +2,7 @@
 
 No model code lives here (numpy only), so everything can be tested on plain scores.
 
-- `pvalue`: split-conformal p-values over a sorted bank (ATTS.md section 3) and the guards;
+- `pvalue`: split-conformal p-values over a sorted bank (docs/METHOD.md section 3) and the guards;
 - `decision`: `Decision`, `Thresholds` (ordinal levels, section 4) and `alpha_for_budget`;
 - `bank`: `CalibrationBank`, `BankSnapshot`, `BankSet` (marginal / question / round strata),
   copy-on-write so concurrent tasks and threads always decide on a consistent snapshot;

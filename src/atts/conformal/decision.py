@@ -1,4 +1,4 @@
-"""Ordinal decisions from p-values (ATTS.md section 4) and the budget-to-alpha rule.
+"""Ordinal decisions from p-values (docs/METHOD.md section 4) and the budget-to-alpha rule.
 
 Two levels `0 <= alpha_discard <= alpha < 1` split the p-value scale into three outcomes:
 

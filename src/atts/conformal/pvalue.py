@@ -1,6 +1,6 @@
 """Split-conformal p-values over a sorted bank of nonconformity scores, and their guards.
 
-Owns the formula of ATTS.md section 3 and nothing else: scores in, p-values out.
+Owns the formula of docs/METHOD.md section 3 and nothing else: scores in, p-values out.
 
     p(s)       = (1 + #{i : s_i >= s}) / (n + 1)                      (deterministic)
     p_rand(s)  = (#{i : s_i > s} + U * (1 + #{i : s_i == s})) / (n + 1),  U ~ Uniform(0, 1]

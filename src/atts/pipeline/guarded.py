@@ -1,7 +1,7 @@
 """One engine behind one concurrency limit and one retry policy: the only place for both.
 
 Every model call of a run goes through a ``GuardedEngine``.  The semaphore is the only wait the
-asynchronous runner imposes (ATTS.md section 5: "the only waits are for engine capacity").
+asynchronous runner imposes (docs/METHOD.md section 5: "the only waits are for engine capacity").
 Transient failures (``EngineUnavailableError``, timeouts, connection errors) are retried with
 exponential backoff and jitter; anything else (a context overflow, bad input) fails at once.
 An engine with a retry policy of its own (the remote engines: Retry-After, endpoint failover)

@@ -1,8 +1,9 @@
 """The reasoning prompt, the step boundary, and the cues appended during sequential scaling.
 
-Wording follows the paper's code (ATTS.md section 2): a system line, a user message asking for
-steps separated by blank lines and a final answer in ``\\boxed{}``, then the question.  The
-prompt is rendered once with the model's own chat template; steps are appended as token ids.
+Wording follows the paper's code (docs/METHOD.md section 2): a system line, a user message
+asking for steps separated by blank lines and a final answer in ``\\boxed{}``, then the
+question.  The prompt is rendered once with the model's own chat template; steps are
+appended as token ids.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ INSTRUCTION = (
     "Solve the following problem step by step. Separate the steps with a blank line (two "
     "newlines). Put the final answer in \\boxed{}."
 )
-# Budget forcing (ATTS.md section 1): too early an answer gets this appended, and the sample
+# Budget forcing (docs/METHOD.md section 1): too early an answer gets this appended, and the sample
 # thinks on; running out of rounds gets the answer cue, and the chosen model completes it.
 WAIT_CUE = "\n\nWait, let me double-check this.\n\n"
 ANSWER_CUE = "\n\nFinal answer: \\boxed{"
