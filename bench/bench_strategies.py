@@ -37,6 +37,7 @@ from atts.conformal import min_bank_size
 from atts.runner.run_folder import RunFolder
 
 BASELINE = "target_only"
+POOLED = "budget of "  # how budget_of() starts for runs with a compute plan
 RSS_LOG = "rss_samples.log"
 
 
@@ -67,7 +68,7 @@ class Job:
         needed = min_bank_size(self.alpha) + 1
         values: dict[str, Any] = {
             "dataset": self.dataset, "limit": self.limit, "samples": args.samples,
-            "strategy": self.strategy, "seed": args.seed,
+            "strategy": self.strategy, "seed": args.seed, "cores": args.cores,
         }
         if self.strategy == "atts":
             values.update(
@@ -206,6 +207,8 @@ class Done:
     summary: dict[str, Any]
     span: tuple[float, float]  # unix time: its first sample started, its last finished
     cpu: str  # the processor its manifest names ("not recorded" before 2026-11-29)
+    budget: str  # the compute budget its manifest names ("1 thread per engine" before it)
+    cores_used: float | None  # (user + sys CPU) / wall of its last session, when recorded
 
 
 def finished_runs(args: argparse.Namespace) -> list[Done]:
@@ -233,8 +236,38 @@ def finished_runs(args: argparse.Namespace) -> list[Done]:
                 cpu = manifest.get("machine", {}).get("cpu", "not recorded")
                 out.append(Done(name, int(limit or 6), folder.parent.name,
                                 int(folder.name[3:]), folder,
-                                summarize_run(load_run(folder, grader)), span, cpu))
+                                summarize_run(load_run(folder, grader)), span, cpu,
+                                budget_of(manifest),
+                                manifest.get("last_session", {}).get("cores_used")))
     return out
+
+
+def budget_of(manifest: dict[str, Any]) -> str:
+    """How a run spent the cores: its compute plan, or the fixed threads of older runs."""
+    plan = manifest.get("compute")
+    if not plan:
+        config = manifest.get("config", {})
+        return (f"{config.get('draft_threads') or 1} + {config.get('target_threads') or 1} "
+                "threads (one per engine, no budget)")
+    shares = [f"{role} up to {plan[role]['threads']} threads"
+              + (" from the pool" if plan[role]["pooled"] else " of its own")
+              for role in ("draft", "target")]
+    return f"{POOLED}{plan['cores']} cores, batched engines ({', '.join(shares)})"
+
+
+def accuracy_difference(run: dict[str, Any], base: dict[str, Any], key: str) -> str:
+    """``run - base`` of a per-question accuracy with its paired 95% bootstrap interval."""
+    from atts.report.intervals import paired_difference
+
+    n = run["n"]
+    column = "pass@1" if key == "pass@1" else f"maj@{n}"
+    mine = {q: v[column] for q, v in run.get("per_question", {}).items()}
+    theirs = {q: v[column] for q, v in base.get("per_question", {}).items()
+              if column in v}
+    diff = paired_difference(mine, theirs)
+    if diff is None or set(mine) != set(theirs):
+        return "other questions"
+    return f"{diff.estimate:+.3f} [{diff.low:+.2f}, {diff.high:+.2f}]"
 
 
 def cpus_of(entries: list[Done]) -> str:
@@ -278,7 +311,11 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
         f"{rej['rate']:.2f} ({rej['low']:.2f}-{rej['high']:.2f})"
         + (f" vs {first['alpha']:g}" if first["alpha"] is not None else ""))
     tok = first["tokens"]
+    # Batched engines overlap their samples' calls, so summed call seconds are not per-token
+    # costs: no bound from a run's own rates then (BENCHMARKS.md section 0 gives it from the
+    # engine benchmark instead).
     bounds = [b for e in entries if e.repeat in base and label != BASELINE
+              and not e.budget.startswith(POOLED)
               for b in [_bound(e.summary, base[e.repeat])] if b is not None]
     bound_text, eff_text = "-", "-"
     if bounds:
@@ -299,9 +336,16 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
         values = [f"{e.summary[key]:.3f}" for e in entries]
         return values[0] if len(set(values)) == 1 else " / ".join(values)
 
-    return (f"| {label} | {len(entries)} | {each('pass@1')} | {each(f'maj@{n}')} "
+    ci = first.get("pass@1_ci95")
+    ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    diff = (accuracy_difference(first, base[entries[0].repeat], "pass@1")
+            if entries[0].repeat in base and label != BASELINE else "-")
+    used = [e.cores_used for e in entries if e.cores_used is not None]
+    return (f"| {label} | {len(entries)} | {each('pass@1')}{ci_text} | {each(f'maj@{n}')} "
             f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
-            f"| {_fmt(_median(ratios), '.2f', 'x')} | {rej_text} | {tok['draft_decode']:,} / "
+            f"| {_fmt(_median(ratios), '.2f', 'x')} | {diff} "
+            f"| {' / '.join(f'{u:.2f}' for u in used) or '-'} "
+            f"| {rej_text} | {tok['draft_decode']:,} / "
             f"{tok['target_score']:,} / {tok['target_decode']:,} | {per_token} | {bound_text} "
             f"| {eff_text} | {loads_of(root, entries)} | {peak_rss(root, entries)} |")
 
@@ -311,22 +355,30 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
     groups: dict[tuple[str, int], dict[str, list[Done]]] = defaultdict(lambda: defaultdict(list))
     for entry in done:
         groups[(entry.dataset, entry.limit)][entry.label].append(entry)
+    budgets = sorted({e.budget for e in done})
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}; engine llama_cpp, draft qwen2.5-coder-0.5b, "
-             f"target qwen2.5-coder-1.5b, 1 thread each; N = {args.samples}; "
+             f"target qwen2.5-coder-1.5b; N = {args.samples}; "
              f"written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-             f"Processors the runs recorded: {cpus_of(done)}.", ""]
+             f"Processors the runs recorded: {cpus_of(done)}.",
+             f"Compute budgets the runs recorded: {'; '.join(budgets) or '-'}"
+             + (" (NOT equal hardware: compare only rows of one budget)"
+                if len(budgets) > 1 else " (every strategy on the same cores)") + ".",
+             "pass@1 carries its 95% bootstrap interval over questions; the difference from "
+             "target-only is paired by question (its interval resamples the questions once "
+             "for both runs); with few questions both intervals are rough.", ""]
     have = {(e.dataset, e.limit, e.label, e.repeat) for e in done}
     missing = [j for j in todo if (j.dataset, j.limit, j.label, j.repeat) not in have]
     for (dataset, limit), labels in groups.items():
         base = {e.repeat: e.summary for e in labels.get(BASELINE, [])}
         lines += [f"### {dataset}, {limit} problems x N = {args.samples}", "",
-                  "| run | reps | pass@1 | maj@N | wall s (each) | wall s (median) "
-                  "| speedup vs target_only | rejected (95% CI) vs alpha | draft decode / "
+                  "| run | reps | pass@1 [95% CI] | maj@N | wall s (each) | wall s (median) "
+                  "| speedup vs target_only | pass@1 minus target_only [95% CI] "
+                  "| cores used | rejected (95% CI) vs alpha | draft decode / "
                   "target score / target decode tokens | engine ms per token dd / ts / td "
                   "(each rep) | bound (overlap / serial) | efficiency | mean load "
                   "| peak RSS GB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         order = sorted(labels, key=lambda x: (x != "atts" and not x.startswith("atts"),
                                               x == BASELINE, x))
         lines += [_row(label, sorted(labels[label], key=lambda e: e.repeat), base, args.root)
@@ -353,6 +405,8 @@ def main() -> None:
                         help="round: one bank per round index (with --calibrations marginal)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cores", type=int, default=None,
+                        help="compute budget of every run (default: every core)")
     parser.add_argument("--root", type=Path, default=Path("runs/bench"))
     parser.add_argument("--max-load", type=float, default=1.5)
     parser.add_argument("--wait-minutes", type=float, default=20)

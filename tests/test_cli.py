@@ -4,6 +4,7 @@ tiny model."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -49,10 +50,15 @@ def test_precedence_defaults_recipe_set_flags(tmp_path):
         (["--alpha", "0.1", "--alpha-discard", "0.2"], "alpha_discard"),
         (["--strategy", "magic"], "choose one of atts, sync, target_only, draft_only"),
         (["--set", "nonsense=1"], "unknown configuration key(s): nonsense"),
+        (["--set", "sampels=3"], "sampels -> did you mean samples?"),
         (["--samples", "two"], "cannot read 'two'"),
         (["--dataset", "nope"], "nope"),
         (["--alpha", "0.1", "--calibration-m", "4"], "needs at least 10 calibration steps"),
         (["--calibration", "file"], "--calibration-file"),
+        (["--set", "samples=true"], "invalid samples: cannot read True as int"),
+        (["--cores", "0"], "invalid cores: must lie in [1, "),
+        (["--cores", "999"], "cores) or be unset"),
+        (["--dataset", "aime25", "--offset", "30"], "past the end of dataset 'aime25'"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -72,6 +78,10 @@ def test_run_report_and_resume_with_the_fake_engine(tmp_path, capsys):
     assert len(rows) == 8 and all(r["answer"] == "42" for r in rows)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["samples"] == 4 and manifest["engines"]["draft"]["backend"] == "fake"
+    # The run leaves its results file, as lm-evaluation-harness does (issue 17).
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["questions"] == 2 and summary["samples"] == 8 and "pass@1_ci95" in summary
+    assert (out / "report.md").exists()
     capsys.readouterr()
     assert main(argv) == 0  # resume: nothing left to do
     assert "0 samples finished now, 8 already in" in capsys.readouterr().err
@@ -115,3 +125,131 @@ def test_calibrate_then_run_from_the_bank_file_checks_its_fingerprint(tmp_path, 
     assert code == 0
     assert main(["calibrate", "--engine", "fake", "--pool", "gsm8k", "--out", str(bank)]) == 2
     assert "is a test set" in capsys.readouterr().err
+    # A bank edited to impossible perplexities (< 1) is refused, not used (issue 17).
+    saved["scores"] = [-3.0, *saved["scores"][1:]]
+    bank.write_text(json.dumps(saved))
+    assert main([*run, "--out", str(tmp_path / "d")]) == 2
+    assert "1 of 12 scores are below 1 (e.g. -3)" in capsys.readouterr().err
+    # A directory given as the bank: one line, not a traceback.
+    assert main([*run[:-4], "--calibration-file", str(tmp_path), "--no-progress", "--no-report",
+                 "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "it is a directory" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--pool-limit", "--per-problem"])
+def test_calibrate_refuses_to_write_an_empty_bank(tmp_path, capsys, flag):
+    """`--pool-limit 0` used to write a bank of no scores (issue 17)."""
+    out = tmp_path / "bank.json"
+    code = main(["calibrate", "--engine", "fake", "--out", str(out), flag, "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{flag} must be >= 1, got 0" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_an_edited_dataset_is_refused_and_a_larger_limit_extends_the_run(tmp_path, capsys):
+    """Issue 17: a resume used to reuse rows of questions edited since; and a larger --limit
+    needed --overwrite, losing the finished samples."""
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)})
+                            + "\n" for i in range(4)))
+    out = tmp_path / "run"
+    argv = ["run", "--engine", "fake", "--dataset", f"jsonl:{data}", "--samples", "2",
+            "--out", str(out), "--no-progress", "--no-report"]
+    assert main([*argv, "--limit", "2"]) == 0
+    assert "jsonl:" in capsys.readouterr().err  # the first line names the selection
+    first = (out / "samples.jsonl").read_text()
+    assert main([*argv, "--limit", "3"]) == 0  # extends: 2 new samples, the 4 old kept
+    assert "2 samples finished now, 4 already in" in capsys.readouterr().err
+    assert (out / "samples.jsonl").read_text().startswith(first)
+    assert json.loads((out / "manifest.json").read_text())["config"]["limit"] == 3
+    assert main([*argv, "--limit", "2"]) == 2  # shrinking is a different run
+    assert "limit: 3 -> 2" in capsys.readouterr().err
+    lines = data.read_text().splitlines()
+    lines[1] = json.dumps({"question": "What is 10 + 10?", "answer": "20"})
+    data.write_text("\n".join(lines) + "\n")
+    assert main([*argv, "--limit", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "1 problem(s) changed since" in err and "q/1" in err and "--overwrite" in err
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert {r["question"] for r in rows} >= {"What is 0 + 0?", "What is 1 + 1?"}
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_with_the_holders_pid(tmp_path, capsys):
+    """Two runs writing one folder at once both computed everything and duplicated rows."""
+    import os
+
+    from atts.runner.run_folder import RunFolder
+
+    out = tmp_path / "run"
+    with RunFolder(out).locked():
+        code = main(["run", "--engine", "fake", "--limit", "1", "--out", str(out),
+                     "--no-progress", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"being written by another run (pid {os.getpid()})" in err
+    assert not (out / "samples.jsonl").exists()
+    # Released: the same command now runs.
+    assert main(["run", "--engine", "fake", "--limit", "1", "--out", str(out),
+                 "--no-progress", "--no-report"]) == 0
+
+
+def test_datasets_list_names_every_set_its_size_and_the_user_file_syntax(capsys):
+    assert main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "gsm8k         1319 problems" in out and "math500        500 problems" in out
+    assert "jsonl:data.jsonl?question=prompt&answer=target" in out
+
+
+def test_every_run_flag_says_its_default_and_choices(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for expected in ("--strategy STRATEGY", "{atts, sync, target_only, draft_only}",
+                     "--calibration", "(default: question)", "--engine",
+                     "llama_cpp, transformers, fake, vllm, sglang, openai", "--cores",
+                     "--draft-tokens", "(default: 160)"):
+        assert expected in out, expected
+
+
+def test_resume_takes_the_settings_from_the_manifest(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--engine", "fake", "--limit", "2", "--samples", "3", "--alpha", "0.3",
+                 "--out", str(out), "--no-progress", "--no-report"]) == 0
+    (out / "samples.jsonl").write_text(
+        "".join((out / "samples.jsonl").read_text().splitlines(keepends=True)[:4]))
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--no-progress", "--no-report"]) == 0
+    assert "2 samples finished now, 4 already in" in capsys.readouterr().err
+    assert main(["run", "--no-progress"]) == 2
+    assert "give --out DIR" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "none"), "--no-progress"]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--port", "70000"], "is not a port number (0-65535)"),
+    (["--port", "http"], "is not a port number"),
+])
+def test_serve_refuses_a_bad_port_as_a_usage_error(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--engine", "fake", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_serve_refuses_an_unwritable_bank_before_loading_models(tmp_path, capsys):
+    """An unwritable --bank was found only at shutdown, losing the scores (issue 17)."""
+    assert main(["serve", "--engine", "fake", "--bank", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["serve", "--engine", "fake", "--bank", str(tmp_path / "no" / "b.json")]) == 2
+    assert "does not exist; create it first" in capsys.readouterr().err
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    (read_only / "b.json").write_text("{}")
+    (read_only / "b.json").chmod(0o444)
+    if os.access(read_only / "b.json", os.W_OK):  # root ignores permission bits
+        pytest.skip("running as root: permission bits do not stop writes")
+    assert main(["serve", "--engine", "fake", "--bank", str(read_only / "b.json")]) == 2
+    assert "cannot be written" in capsys.readouterr().err

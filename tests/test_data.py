@@ -97,7 +97,11 @@ def _raw_answer(filename: str, problem_id: str) -> str:
 def test_limit_offset_and_ids() -> None:
     assert [p.id for p in load_dataset("gsm8k", limit=3)] == ["gsm8k/0", "gsm8k/1", "gsm8k/2"]
     assert [p.id for p in load_dataset("gsm8k", offset=5, limit=2)] == ["gsm8k/5", "gsm8k/6"]
-    assert load_dataset("aime25", offset=30) == []
+    # Past the end is an error naming the size (it used to be an empty run, issue 17).
+    with pytest.raises(DatasetError, match=r"offset 30 is past the end of dataset 'aime25' "
+                                           r"\(30 problems\)"):
+        load_dataset("aime25", offset=30)
+    assert [p.id for p in load_dataset("aime25", offset=29)] == ["aime25/29"]
     picked = load_dataset("gsm8k", ids=["gsm8k/17", "3"])  # full id or the key after the name
     assert [p.id for p in picked] == ["gsm8k/17", "gsm8k/3"]
     assert [p.id for p in load_dataset("gsm8k", ids=["9", "8", "7"], offset=1, limit=1)] == [
@@ -156,6 +160,10 @@ def test_user_jsonl_defaults_and_answer_formats(tmp_path: Path) -> None:
         (['{"question": "q", "answer": "no marker"}'], "?format=gsm8k", r"line 1: no '####"),
         (['{"question": "q", "answer": "1"}'], "?colour=red", r"unknown field key"),
         (['{"question": "q", "answer": "1"}'], "?format=xml", r"format='xml'"),
+        # An object or a list as the question used to reach the model as its Python repr.
+        (['{"question": {"text": "q"}, "answer": "1"}'], "",
+         r"line 1: field 'question' must be a non-empty string, got dict"),
+        (['{"question": "  ", "answer": "1"}'], "", r"line 1: field 'question' must be"),
     ],
 )
 def test_malformed_user_files_name_file_and_line(tmp_path: Path, lines: list[str], query: str,

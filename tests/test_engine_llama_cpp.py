@@ -233,7 +233,7 @@ def test_context_overflow_is_raised_before_any_work() -> None:
             run(small.generate(list(range(30)), SamplingParams(max_tokens=3)))
         with pytest.raises(ContextOverflowError):
             run(small.score(list(range(20)), list(range(13))))
-        assert small._slots == []  # no context was even allocated
+        assert small._loop.pool.slots == []  # no sequence was even taken
         with pytest.raises(ValueError, match="outside the vocabulary"):
             run(small.score([1], [10**6]))
     finally:
@@ -305,3 +305,21 @@ def test_sampler_greedy_seeded_and_top_p() -> None:
     two = np.array([0.0, np.log(3.0)])
     share = np.mean([sample_token(two, 1.0, 1.0, g) for _ in range(4000)])
     assert abs(share - 0.75) < 0.03
+
+
+def test_n_ctx_above_the_training_context_is_an_error_not_a_crash() -> None:
+    """The engine used to close the model and then ask it for n_ctx_train: a segmentation
+    fault with no output.  Run in a child process so that a crash fails only this test."""
+    import subprocess
+    import sys
+
+    path = _tiny_path()
+    code = ("from atts.engines.llama_cpp import LlamaCppEngine\n"
+            "try:\n"
+            f"    LlamaCppEngine({path!r}, n_ctx=10**6)\n"
+            "except ValueError as err:\n"
+            "    print(err)\n")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120)
+    assert child.returncode == 0, child.stderr[-500:]
+    assert "exceeds the model's training context 8192; set --n-ctx 8192 or less" in child.stdout

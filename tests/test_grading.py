@@ -43,6 +43,13 @@ def grader() -> Iterator[Grader]:
         ("", None),
         (None, None),
         (r"\boxedx{3}", None),
+        # Brace-less boxes, as LaTeX allows and the checker accepts (issue 17):
+        (r"so the answer is \boxed 5", "5"),
+        (r"$\boxed 12$.", "12"),
+        (r"\boxed 7.", "7"),
+        (r"\boxed{3} and then \boxed 7", "7"),  # the last box wins, braced or not
+        (r"\boxed 7 and then \boxed{\frac{1}{2}}", r"\frac{1}{2}"),
+        (r"\boxed  ", None),
     ],
 )
 def test_extract_boxed(text: str | None, expected: str | None) -> None:

@@ -115,3 +115,15 @@ def test_cli_sweep_draws_its_figure(tmp_path):
     png = tmp_path / "sync.png"
     assert _cli(["sweep", "--samples", "4", "8", "--rounds", "1", "3", "--plot", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("command", [["bound", "--device", "a100"],
+                                     ["paper", "--device", "a100"],
+                                     ["run", "--draft-device", "nope"]])
+def test_an_unknown_device_is_a_usage_error_listing_the_presets(command, capsys):
+    """It used to be a KeyError traceback (issue 17)."""
+    with pytest.raises(SystemExit) as info:
+        _cli(command)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "invalid choice" in err and "a100-80gb" in err and "cpu-2core" in err

@@ -5,6 +5,7 @@ clear errors for a folder that is not a run."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,7 +154,12 @@ def test_print_summary_prints_the_aligned_block(tmp_path, capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 8
     assert lines[0] == "atts · gsm8k · 2 questions x 4 samples · strategy atts · alpha 0.25"
-    assert lines[1] == "accuracy    pass@1 0.375   maj@4 0.500   pass@4 1.000"
+    # Each accuracy carries its 95% bootstrap interval over the two questions.
+    match = re.fullmatch(r"accuracy    pass@1 0\.375 \[(\S+), (\S+)\]   maj@4 0\.500 "
+                         r"\[(\S+), (\S+)\]   pass@4 1\.000", lines[1])
+    assert match, lines[1]
+    low1, high1, low4, high4 = map(float, match.groups())
+    assert 0 <= low1 <= 0.375 <= high1 <= 1 and 0 <= low4 <= 0.5 <= high4 <= 1
     low, high = clopper_pearson(4, 14)
     assert lines[2] == (f"rejection   0.286 of 14 draft steps (95% CI {low:.3f}-{high:.3f}) "
                         "vs alpha 0.25: inside")
@@ -245,3 +251,32 @@ def test_importing_the_report_package_leaves_matplotlib_unloaded() -> None:
             "atts.cli.report_cmd\nprint('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_baseline_on_other_questions_gets_a_warning_not_a_speedup(tmp_path, capsys) -> None:
+    """Issue 17: a baseline that answered other questions still printed a speedup."""
+    run = make_run(tmp_path / "run")
+    base = make_run(tmp_path / "base", strategy="target_only", session_wall=30.0)
+    rows = (base / "samples.jsonl").read_text().replace('"gsm8k/1"', '"gsm8k/9"')
+    (base / "samples.jsonl").write_text(rows)
+    assert main(["report", str(run), "--baseline", str(base), "--out", str(tmp_path / "r"),
+                 "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "speedup     none: base (target_only) answered other questions" in out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    entry = summary["baselines"][0]
+    assert entry["comparable"] is False and entry["speedup"] is None
+    assert entry["pass@1_difference"] is None
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "Speedup over base (target_only): **not given**" in text
+    assert "answered other questions (1 in common" in text
+
+
+def test_a_comparable_baseline_gives_the_speedup_beside_the_accuracy_difference(report) -> None:
+    entry = json.loads(report.summary_json.read_text())["baselines"][0]
+    assert entry["comparable"] is True
+    diff = entry["pass@1_difference"]
+    assert diff["estimate"] == pytest.approx(0.0) and diff["questions"] == 2
+    text = report.markdown.read_text()
+    assert "at a pass@1 difference of +0.000 [+0.00, +0.00] (95%, paired over 2 questions; " \
+           "too few to decide)" in text

@@ -8,19 +8,30 @@ passed explicitly to everything that needs it.  A recipe holds only overrides of
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from atts.conformal import min_bank_size
+from atts.engines.compute import ComputePlan, machine_cores, plan_compute
 
 STRATEGIES = ("atts", "sync", "target_only", "draft_only")
-CALIBRATIONS = ("question", "marginal", "file")
-STRATA = ("none", "round")
+CALIBRATIONS = ("question", "marginal", "file", "adaptive")
+STRATA = ("none", "round", "question_round")
+PVALUES = ("deterministic", "smoothed")
+ADAPTIVE_STRATA = ("round", "question_round", "none")
 ENGINES = ("llama_cpp", "transformers", "fake", "vllm", "sglang", "openai")
 REMOTE_ENGINES = ("vllm", "sglang", "openai")
 FORCE_AUTHORS = ("auto", "target", "draft", "none")
+
+
+# The keys whose values come from a fixed list: validation and the CLI's help read this.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "strategy": STRATEGIES, "calibration": CALIBRATIONS, "strata": STRATA, "pvalue": PVALUES,
+    "adaptive_strata": ADAPTIVE_STRATA, "engine": ENGINES, "force_answer": FORCE_AUTHORS,
+}
 
 
 class ConfigError(ValueError):
@@ -42,15 +53,22 @@ class RunConfig:
     alpha_discard: float = 0.0  # regenerate instead of continue iff p <= alpha_discard
     sync_budget: int = 1  # sync: the B worst-scored steps of each round go to the target
 
-    # Calibration (ATTS.md section 3).
-    calibration: str = "question"  # question | marginal | file
+    # Calibration (docs/METHOD.md section 3).
+    calibration: str = "question"  # question | marginal | file | adaptive
     calibration_m: int = 4  # question: first steps drafted and scored per question
     warmup: int = 8  # marginal: scores pooled before the first decision
     calibration_file: str | None = None
     grow_bank: bool = False  # add every scored draft step to the bank as the run goes on
-    # Mondrian strata (marginal only): one online bank per round index, fed by that round's
-    # judged steps; a round whose bank is below `warmup` is judged against round 0's.
+    # Mondrian strata (marginal or adaptive): one online bank per round index, fed by that
+    # round's judged steps; a round whose bank is below `warmup` is judged against round 0's.
+    # question_round: one per (question, round) too, used once it can reject (pipeline/judge).
     strata: str = "none"
+    # smoothed: the randomised p-value, exactly uniform under ties, seeded per step.
+    pvalue: str = "deterministic"
+    # adaptive (Gibbs and Candes 2021): the level moves by gamma (alpha - err) per decision,
+    # one tracker per round bucket 0/1/2/3+ (round), per question too, or one (none).
+    adaptive_gamma: float = 0.05  # chosen by replay (BENCHMARKS.md, Rate control)
+    adaptive_strata: str = "round"
 
     # Models and engines.
     engine: str = "llama_cpp"
@@ -64,13 +82,19 @@ class RunConfig:
     draft_tokenizer: str | None = None
     target_tokenizer: str | None = None
     remote_timeout: float = 120.0
-    draft_threads: int = 1
-    target_threads: int = 1
-    draft_concurrency: int = 2  # requests in flight per engine
-    target_concurrency: int = 2
+    # The compute budget (engines/compute.py): cores the in-process engines keep busy, shared by
+    # both models (each batched decode call takes the free ones); None: every core of the
+    # machine.  Every strategy spends the same budget, so strategies compare at equal hardware.
+    cores: int | None = None
+    # Explicit overrides: that engine runs every call on this many threads, outside the pool.
+    draft_threads: int | None = None
+    target_threads: int | None = None
+    # Requests in flight per engine; None: max_active_samples (in-process) or 2 (remote).
+    draft_concurrency: int | None = None
+    target_concurrency: int | None = None
     max_active_samples: int = 8  # samples in flight at once (bounds KV memory and lost work)
 
-    # Steps and rounds (ATTS.md section 2).
+    # Steps and rounds (docs/METHOD.md section 2).
     draft_tokens: int = 160  # K_d
     target_tokens: int = 160  # K_t
     rounds: int = 12  # T
@@ -95,11 +119,25 @@ class RunConfig:
             f"choose one of {', '.join(CALIBRATIONS)}",
         )
         _check(self.strata in STRATA, "strata", f"choose one of {', '.join(STRATA)}")
-        if self.strata == "round":
+        _check(self.pvalue in PVALUES, "pvalue", f"choose one of {', '.join(PVALUES)}")
+        _check(
+            self.adaptive_strata in ADAPTIVE_STRATA,
+            "adaptive_strata",
+            f"choose one of {', '.join(ADAPTIVE_STRATA)}",
+        )
+        _check(0 < self.adaptive_gamma < 1, "adaptive_gamma", "must lie in (0, 1)")
+        if self.calibration == "adaptive":
             _check(
-                self.calibration == "marginal",
+                not self.grow_bank,
+                "grow_bank",
+                "calibration=adaptive already grows its bank (decide, then add); leave it off",
+            )
+        if self.strata != "none":
+            _check(
+                self.calibration in ("marginal", "adaptive"),
                 "strata",
-                "round strata need calibration=marginal (a pooled, online bank per round)",
+                f"{self.strata} strata need calibration=marginal or adaptive (pooled, online "
+                "banks per stratum)",
             )
             _check(
                 not self.grow_bank,
@@ -120,11 +158,22 @@ class RunConfig:
         )
         for key in (
             "samples", "rounds", "draft_tokens", "target_tokens", "calibration_m", "n_ctx",
-            "draft_threads", "target_threads", "draft_concurrency", "target_concurrency",
             "max_active_samples",
         ):
             value = getattr(self, key)
             _check(value >= 1, key, f"must be >= 1, got {value}")
+        machine = machine_cores()
+        for key in ("cores", "draft_threads", "target_threads"):
+            value = getattr(self, key)
+            _check(
+                value is None or 1 <= value <= machine,
+                key,
+                f"must lie in [1, {machine}] (this machine has {machine} cores) or be unset "
+                f"(every core), got {value}",
+            )
+        for key in ("draft_concurrency", "target_concurrency"):
+            value = getattr(self, key)
+            _check(value is None or value >= 1, key, f"must be >= 1 or unset, got {value}")
         _check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 (or unset)")
         _check(self.offset >= 0, "offset", f"must be >= 0, got {self.offset}")
         _check(self.warmup >= 1, "warmup", f"must be >= 1, got {self.warmup}")
@@ -156,13 +205,26 @@ class RunConfig:
                 f"alpha={self.alpha} needs at least {needed} calibration steps per question "
                 f"(n + 1 >= 1/alpha with one left out); raise calibration_m or alpha",
             )
-        if self.strategy == "atts" and self.calibration == "marginal":
+        if self.strategy == "atts" and self.calibration in ("marginal", "adaptive"):
             needed = min_bank_size(self.alpha) + 1
             _check(
                 self.warmup >= needed,
                 "warmup",
                 f"alpha={self.alpha} needs a warm-up of at least {needed} scores; raise warmup",
             )
+
+    def compute_plan(self) -> ComputePlan:
+        """How the in-process engines spend the ``cores`` budget (engines/compute.py)."""
+        return plan_compute(self.cores, self.draft_threads, self.target_threads)
+
+    def concurrency(self, role: str) -> int:
+        """Requests in flight for the ``role`` engine: the setting, or by default one per
+        active sample for an in-process engine (it decodes them all in one batch) and 2 for a
+        remote one."""
+        explicit = self.draft_concurrency if role == "draft" else self.target_concurrency
+        if explicit is not None:
+            return explicit
+        return 2 if self.engine in REMOTE_ENGINES else self.max_active_samples
 
     @property
     def forced_answer_author(self) -> str | None:
@@ -175,8 +237,11 @@ class RunConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
+            guesses = [f"{key} -> did you mean {close[0]}?" for key in unknown
+                       if (close := difflib.get_close_matches(key, known, n=1, cutoff=0.6))]
+            hint = f" ({'; '.join(guesses)})" if guesses else ""
             raise ConfigError(
-                f"unknown configuration key(s): {', '.join(unknown)}; "
+                f"unknown configuration key(s): {', '.join(unknown)}{hint}; "
                 f"valid keys: {', '.join(sorted(known))}"
             )
         coerced = {key: _coerce(key, known[key].type, value) for key, value in values.items()}
@@ -249,6 +314,8 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
                     raise ValueError(value)
                 return value.lower() in ("true", "1", "yes")
             return bool(value)
+        if text.startswith(("int", "float")) and isinstance(value, bool):
+            raise ValueError(value)  # YAML's `samples: true` is not the number 1
         if text.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)

@@ -37,6 +37,9 @@ def handle(args: argparse.Namespace) -> int:
             f"--pool {args.pool} is a test set; calibrate on a disjoint pool "
             "(gsm8k_train or math_train) so the run's questions stay unseen"
         )
+    for flag, value in (("--pool-limit", args.pool_limit), ("--per-problem", args.per_problem)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}: a bank needs scores")
     config = config_from_args(args)
     path, count = calibrate(
         config, args.pool, args.out, limit=args.pool_limit, offset=args.pool_offset,

@@ -2,7 +2,8 @@
 
 Each command module exposes ``register(subparsers)``; its handler returns the exit code.  A
 ``ValueError`` (bad input: configuration, data, run folder, bank) is printed as one clear line
-and exit code 2, never a traceback.
+and exit code 2, an operating-system error (``OSError``: a full disk, a read-only path) as one
+line and exit code 1; ``atts --debug COMMAND`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import atts
 COMMAND_MODULES = (
     "atts.cli.run_cmd",
     "atts.cli.calibrate_cmd",
+    "atts.cli.datasets_cmd",
     "atts.cli.models_cmd",
     "atts.cli.report_cmd",
+    "atts.cli.replay_cmd",
     "atts.cli.simulate_cmd",
     "atts.cli.serve_cmd",
 )
@@ -30,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Asynchronous, conformally calibrated test-time scaling of LLM reasoning.",
     )
     parser.add_argument("--version", action="version", version=f"atts {atts.__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of its one line")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -52,8 +57,18 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
         print(f"atts {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only or non-directory path, a busy port
+        if args.debug:
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        print(f"atts {args.command}: error: {err.strerror or err}{where} (an operating-system "
+              "error; finished samples are saved, fix it and run the same command to resume)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -34,8 +34,14 @@ def handle(args: argparse.Namespace) -> int:
                          plots=not args.no_plots)
     print(format_summary(files.summary))
     for entry in files.summary["baselines"]:
-        if entry["speedup"] is not None:
-            print(f"{'speedup':<12}{entry['speedup']:.3g}x over {entry['label']}")
+        if not entry.get("comparable", True):
+            print(f"{'speedup':<12}none: {entry['label']} answered other questions or drew "
+                  "another N (see report.md)")
+        elif entry["speedup"] is not None:
+            diff = entry.get("pass@1_difference")
+            at = ("" if diff is None else f" at pass@1 {diff['estimate']:+.3f} "
+                  f"[{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]")
+            print(f"{'speedup':<12}{entry['speedup']:.3g}x over {entry['label']}{at}")
     written = [files.markdown.name, files.summary_json.name,
                *(path.name for path in files.plots.values())]
     print(f"atts report: wrote {', '.join(written)} to {files.out_dir}", file=sys.stderr)

@@ -11,27 +11,60 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from atts.config import RunConfig, load_recipe, parse_overrides
+from atts.config import CHOICES, RunConfig, load_recipe, parse_overrides
 
 HELP = {
     "dataset": "gsm8k, math500, math100, aime24, aime25, amc23, or jsonl:PATH",
-    "limit": "number of problems (default 5)",
+    "limit": "number of problems; a larger --limit on the same --out adds questions",
     "offset": "skip this many problems first",
     "ids": "comma-separated problem ids",
     "samples": "N parallel samples per question",
-    "strategy": "atts | sync | target_only | draft_only",
+    "strategy": "what solves the questions",
     "alpha": "reject a draft step (hand it to the target) iff its p-value <= alpha",
     "alpha_discard": "regenerate instead of continue iff p <= alpha_discard (0: never)",
-    "calibration": "question (per question, m first steps) | marginal (pooled) | file",
+    "calibration": "where the bank comes from: question (m first steps per question), "
+                   "marginal (pooled), file (atts calibrate), adaptive (a tracked level)",
     "calibration_m": "question calibration: first steps per question",
     "calibration_file": "bank made by `atts calibrate` (with --calibration file)",
-    "engine": "llama_cpp (embedded default) | transformers | fake",
+    "engine": "llama_cpp is the embedded default; vllm / sglang / openai are servers",
     "draft": "draft model: a name from `atts models list` or a GGUF path",
     "target": "target model: a name from `atts models list` or a GGUF path",
     "draft_tokens": "K_d: most tokens per draft step",
     "target_tokens": "K_t: most tokens per target step",
     "rounds": "T: most rounds per sample",
     "min_rounds": "an answer before this many rounds gets 'Wait' appended",
+    "cores": "compute budget: cores the engines keep busy, shared by both models, the same "
+             "for every strategy; unset: every core of the machine",
+    "draft_threads": "override: every draft call on this many threads, outside the shared "
+                     "pool; unset: the pool's free cores",
+    "target_threads": "override: every target call on this many threads, outside the shared "
+                      "pool; unset: the pool's free cores",
+    "draft_concurrency": "draft calls in flight (unset: max_active_samples in-process, "
+                         "2 remote)",
+    "target_concurrency": "target calls in flight (unset: max_active_samples in-process, "
+                          "2 remote)",
+    "sync_budget": "sync: the B worst-scored steps of each round go to the target",
+    "warmup": "marginal / adaptive: scores pooled before the first decision",
+    "grow_bank": "add every judged draft step's score to the bank after its decision",
+    "strata": "Mondrian strata: one online bank per round (marginal or adaptive)",
+    "pvalue": "deterministic (1 + #{s_i >= s}) / (n + 1), or smoothed (exact under ties)",
+    "adaptive_gamma": "adaptive: step of the working level, alpha_t += gamma (alpha - err)",
+    "adaptive_strata": "adaptive: one level per round bucket, per question too, or one",
+    "n_ctx": "tokens per sequence of the in-process engines (prompt + steps must fit)",
+    "draft_url": "remote engines: the draft server's base URL(s), comma-separated",
+    "target_url": "remote engines: the target server's base URL(s), comma-separated",
+    "draft_tokenizer": "remote engines: where the draft's tokenizer comes from",
+    "target_tokenizer": "remote engines: where the target's tokenizer comes from",
+    "remote_timeout": "remote engines: seconds per call",
+    "max_active_samples": "samples in flight at once (bounds KV memory and lost work)",
+    "force_answer": "who completes a forced final answer when T runs out (auto: the draft "
+                    "for draft_only, else the target)",
+    "temperature": "sampling temperature of both models",
+    "top_p": "nucleus sampling top_p of both models",
+    "step_stop": "text that ends a step (a blank line)",
+    "seed": "run seed: every sample's seed derives from it",
+    "max_retries": "retries of a failed engine call before its sample fails",
+    "retry_backoff": "seconds before the first retry; doubles per retry, with jitter",
 }
 
 
@@ -41,7 +74,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_flags(parser)
-    parser.add_argument("--out", required=True, help="run folder (the same folder resumes)")
+    parser.add_argument("--out", help="run folder (the same folder resumes)")
+    parser.add_argument("--resume", metavar="DIR",
+                        help="resume the run in DIR with the settings of its manifest (flags "
+                             "given too override them, as on a new run)")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard the results already in --out")
     parser.add_argument("--retry-failed", action="store_true",
@@ -49,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--force-bank", action="store_true",
                         help="use a calibration file even if its fingerprint does not match")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    parser.add_argument("--no-report", action="store_true",
+                        help="skip the summary at the end (summary.json, report.md, printed block)")
     parser.set_defaults(func=handle)
 
 
@@ -61,13 +98,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in fields(RunConfig):
         flag = "--" + field.name.replace("_", "-")
         kind = str(field.type)
+        default = "unset" if field.default in (None, ()) else field.default
+        choices = CHOICES.get(field.name)
+        text = HELP[field.name] + (f" {{{', '.join(choices)}}}" if choices else "")
+        text = f"{text} (default: {default})".replace("%", "%%")
         if kind.startswith("bool"):
             group.add_argument(flag, dest=field.name, default=argparse.SUPPRESS,
-                               action=argparse.BooleanOptionalAction,
-                               help=HELP.get(field.name, f"default {field.default!r}"))
+                               action=argparse.BooleanOptionalAction, help=text)
         else:
             group.add_argument(flag, dest=field.name, default=argparse.SUPPRESS,
-                               help=HELP.get(field.name, f"default {field.default!r}"))
+                               metavar=field.name.upper(), help=text)
 
 
 def config_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -82,17 +122,47 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def resume_settings(folder: str) -> dict[str, Any]:
+    """The configuration recorded in a run folder's manifest."""
+    from atts.runner.run_folder import RunFolder
+
+    recorded = RunFolder(folder).read_manifest().get("config")
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{folder}/manifest.json records no configuration to resume from")
+    return recorded
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_mapping(config_values(args))
 
 
 def handle(args: argparse.Namespace) -> int:
+    from atts.data import load_dataset
     from atts.runner.session import run_job
 
-    config = config_from_args(args)
+    if args.resume:
+        if args.out and args.out != args.resume:
+            raise ValueError(f"--resume {args.resume} writes that folder; drop --out "
+                             f"{args.out} or make them the same")
+        args.out = args.resume
+        config = RunConfig.from_mapping({**resume_settings(args.resume),
+                                         **config_values(args)})
+    elif not args.out:
+        raise ValueError("give --out DIR (a new run folder, or an existing one to resume), "
+                         "or --resume DIR")
+    else:
+        config = config_from_args(args)
+    problems = load_dataset(config.dataset, limit=config.limit, offset=config.offset,
+                            ids=list(config.ids) or None)
+    available = len(load_dataset(config.dataset))
+    more = (f" (--limit {config.limit}; a larger --limit on the same --out adds questions)"
+            if config.limit is not None and len(problems) < available else "")
+    print(f"atts run: {config.dataset}, {len(problems)} of {available} problems{more} x "
+          f"{config.samples} samples, strategy {config.strategy} -> {args.out}",
+          file=sys.stderr)
     outcome = run_job(
         config, args.out, overwrite=args.overwrite, retry_failed=args.retry_failed,
-        force_bank=args.force_bank, show_progress=not args.no_progress,
+        force_bank=args.force_bank, show_progress=not args.no_progress, problems=problems,
     )
     print(
         f"atts run: {outcome.written} samples finished now, {outcome.skipped} already in "
@@ -100,7 +170,11 @@ def handle(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if not args.no_report:
-        from atts.report.summary import print_summary
+        from atts.report.build import write_report
+        from atts.report.summary import format_summary
 
-        print_summary(args.out)
+        # summary.json and report.md in the run folder, as `atts report` writes them (the
+        # plots are left to `atts report`: matplotlib is an optional dependency).
+        files = write_report(args.out, plots=False)
+        print(format_summary(files.summary))
     return 1 if outcome.errors else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atts.cli.run_cmd import config_values
@@ -32,8 +33,9 @@ CONFIG_FLAGS = {
     "top_p": "default nucleus sampling top_p",
     "force_answer": "who completes a forced answer: auto | target | draft | none",
     "n_ctx": "tokens per llama.cpp context",
-    "draft_threads": "llama.cpp threads of the draft",
-    "target_threads": "llama.cpp threads of the target",
+    "cores": "compute budget: cores both engines share (default: every core)",
+    "draft_threads": "override: llama.cpp threads of one draft worker outside the pool",
+    "target_threads": "override: llama.cpp threads of one target worker outside the pool",
     "draft_concurrency": "draft calls in flight at once",
     "target_concurrency": "target calls in flight at once",
     "max_active_samples": "samples running at once, over all requests",
@@ -48,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=port_number, default=8000,
+                        help="port, 1-65535 (default 8000; 0: any free port)")
     parser.add_argument("--api-key", default=os.environ.get("ATTS_API_KEY"),
                         help="require 'Authorization: Bearer KEY' (default: $ATTS_API_KEY)")
     parser.add_argument("--bank", metavar="FILE",
@@ -85,6 +88,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=handle)
 
 
+def port_number(text: str) -> int:
+    """argparse type of --port: an integer in 0..65535, else a usage error (exit 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return port
+
+
+def check_bank_path(path: str) -> None:
+    """A --bank the server could not save to would lose its scores at shutdown: refuse it."""
+    bank = Path(path)
+    if bank.is_dir():
+        raise ValueError(f"--bank {path} is a directory; give the path of a file")
+    folder = bank.parent if str(bank.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"--bank {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK) or (bank.exists() and not os.access(bank, os.W_OK)):
+        raise ValueError(f"--bank {path} cannot be written (permissions); the bank is saved "
+                         "there as it grows, so give a writable path")
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The server's RunConfig: recipe < --set < flags, then the serve invariants (ATTS with
     one online marginal bank)."""
@@ -118,6 +145,8 @@ def handle(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     settings = settings_from_args(args)
+    if args.bank:
+        check_bank_path(args.bank)  # before the models load, not at shutdown with the scores
     if args.host not in LOOPBACK and settings.api_key is None:
         print(f"atts serve: warning: listening on {args.host} without an API key; set "
               "ATTS_API_KEY or --api-key", file=sys.stderr)

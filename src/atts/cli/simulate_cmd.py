@@ -17,6 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from atts.perf.devices import DEVICES  # dataclasses only: cheap to import
+
+DEVICE_HELP = f"a device preset: {', '.join(DEVICES)}"
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -33,19 +37,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     validate.add_argument("--cores", type=int, default=2)
 
     paper = commands.add_parser("paper", help="the paper's setting on GPUs")
-    paper.add_argument("--device", default="a100-80gb")
+    paper.add_argument("--device", default="a100-80gb", choices=DEVICES, metavar="DEVICE",
+                       help=DEVICE_HELP + " (default a100-80gb)")
     paper.add_argument("--samples", type=int, default=16)
 
     sweep = commands.add_parser("sweep", help="synchronous waiting against N and rounds")
-    sweep.add_argument("--device", default="a100-80gb")
+    sweep.add_argument("--device", default="a100-80gb", choices=DEVICES, metavar="DEVICE",
+                       help=DEVICE_HELP + " (default a100-80gb)")
     sweep.add_argument("--samples", nargs="+", type=int, default=[4, 8, 16, 32, 64])
     sweep.add_argument("--rounds", nargs="+", type=int, default=[1, 5, 10, 15])
     sweep.add_argument("--step-cv", type=float, default=0.5)
     sweep.add_argument("--plot", type=Path, help="write the figure (PNG) here")
 
     run = commands.add_parser("run", help="one parametric workload under every strategy")
-    run.add_argument("--device", default="a100-80gb")
-    run.add_argument("--draft-device", help="default: --device")
+    run.add_argument("--device", default="a100-80gb", choices=DEVICES, metavar="DEVICE",
+                     help=DEVICE_HELP + " (default a100-80gb)")
+    run.add_argument("--draft-device", choices=DEVICES, metavar="DEVICE",
+                     help=DEVICE_HELP + " (default: --device)")
     run.add_argument("--draft-model", default="qwen2.5-7b")
     run.add_argument("--target-model", default="qwq-32b")
     run.add_argument("--draft-devices", type=int, default=1)
@@ -66,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--from-run", help="take step lengths, rounds and rejection from a run")
 
     bound = commands.add_parser("bound", help="the per-token roofline bound")
-    bound.add_argument("--device", help="derive the costs on this device (7B / 32B pair)")
+    bound.add_argument("--device", choices=DEVICES, metavar="DEVICE",
+                       help="derive the costs on this device (7B / 32B pair); " + DEVICE_HELP)
     bound.add_argument("--draft-decode", type=float, help="seconds per token")
     bound.add_argument("--target-decode", type=float, help="seconds per token")
     bound.add_argument("--target-score", type=float, help="seconds per token")

@@ -151,6 +151,8 @@ def load_bank(
         raise FileNotFoundError(
             f"no calibration bank at {source}: run `atts calibrate` to create one"
         ) from err
+    except IsADirectoryError as err:
+        raise _unreadable(source, "it is a directory; give the bank's file") from err
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as err:

@@ -40,6 +40,11 @@ def load_dataset(
         problems = load_builtin(name)
     if ids is not None:
         problems = _select_ids(problems, list(ids), name)
+    if offset and offset >= len(problems):
+        raise DatasetError(
+            f"offset {offset} is past the end of dataset {name!r} ({len(problems)} problems); "
+            f"use an offset below {len(problems)}"
+        )
     problems = problems[offset:]
     return problems if limit is None else problems[:limit]
 

@@ -103,6 +103,12 @@ def load_jsonl(spec: JsonlSpec) -> list[Problem]:
             (f for f in _QUESTION_DEFAULTS if f in record), _QUESTION_DEFAULTS[0]
         )
         question = require_field(record, question_field, source, lineno)
+        if not isinstance(question, str) or not question.strip():
+            # An object or a list would reach the model as its Python repr.
+            raise DatasetError(
+                f"{source}, line {lineno}: field {question_field!r} must be a non-empty string, "
+                f"got {type(question).__name__}; point ?question= at the field holding the text"
+            )
         raw_answer = require_field(record, spec.answer, source, lineno)
         try:
             gold = to_gold(raw_answer if spec.format == "plain" else str(raw_answer))

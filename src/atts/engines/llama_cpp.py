@@ -1,67 +1,48 @@
 """The embedded engine: a GGUF model in this process through llama.cpp's low-level API.
 
 Scoring is one prefill over the step on top of a cached prefix.  Token j's log-probability is
-read from the logits at position j-1 (log-softmax in float64), never from ``echo=True``, which
-is shifted by one position in llama-cpp-python 0.3.36.
+read from the logits at position j-1 (log-softmax, accumulated in float64), never from
+``echo=True``, which is shifted by one position in llama-cpp-python 0.3.36.
 
-Many samples interleave, so the engine keeps a pool of ``n_contexts`` contexts over one
-mmapped model.  Each request takes the context whose cached token ids it extends (or cuts back
-a little), drops that context's KV cache after the common prefix and evaluates only the rest:
-a sample's history is not re-evaluated while it keeps "its" context, and the pool size bounds
-KV memory.  When no context fits, the request takes the one whose loss costs least: a context
-released by a finished sample (``release``) first, never a live sibling's just because it
-shares the prompt.  All llama.cpp work runs in the engine's one worker thread, so requests queue
-there (back-pressure) and a draft and a target engine compute at the same time.
+All llama.cpp work runs in the engine's ``DecodeLoop`` (``_llama_loop.py``): one context with
+one cached sequence per sample in flight (chosen by ``_context_pool.py``), and every decoding
+sample's next token computed in one batched ``llama_decode`` call.  With a ``ComputePool`` (the
+run's compute budget, ``compute.py``) each call runs on the cores free at its start, shared
+with the other engine; without one, on ``n_threads`` threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import functools
 import os
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
-
-from atts.engines._prefix import ReleaseQueue, common_prefix, extends
-from atts.engines._sampling import sample_token, token_logprobs
+from atts.engines._llama_loop import DecodeLoop, Request
 from atts.engines.base import (
     ChatMessage,
     ContextOverflowError,
     EngineError,
     EngineInfo,
     EngineUnavailableError,
-    FinishReason,
     Generation,
     SamplingParams,
     StepScore,
 )
+from atts.engines.compute import ComputePool
 from atts.models.chat_template import render_chat_template
 from atts.models.registry import lookup
 from atts.models.store import model_sha256, resolve_model
 
-T = TypeVar("T")
-
 
 def _default_threads() -> int:
-    # Half the cores: a draft and a target engine compute at the same time, and llama.cpp's
-    # threads spin at barriers, so oversubscribing the cores slows both down.
+    # Half the cores: without a compute pool a draft and a target engine compute at the same
+    # time, and llama.cpp's threads spin at barriers, so oversubscribing the cores slows both.
+    # Runs always pass a pool (runner/session.py); this serves engines built by hand.
     return max(1, (os.cpu_count() or 2) // 2)
-
-
-class _Slot:
-    """One llama.cpp context and the token ids whose KV entries it currently holds."""
-
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
-        self.tokens: list[int] = []
-        self.last_used = 0
-        self.released = False  # its sample ended: its cache is worth nothing to keep
 
 
 class LlamaCppEngine:
@@ -69,14 +50,15 @@ class LlamaCppEngine:
 
     - ``model``: a named model (``qwen2.5-coder-0.5b``, ``draft``, ``tiny``, ...; see
       ``atts models list``) or a path to a GGUF file;
-    - ``n_ctx``: tokens per context (prompt + step must fit);
-    - ``n_contexts``: size of the context pool, i.e. how many samples keep their prefix cached
-      (KV memory grows with n_ctx x n_contexts; contexts open on demand);
-    - ``n_threads``: compute threads (default: half the cores, so that a draft and a target
-      engine share the machine without oversubscribing it);
+    - ``n_ctx``: tokens per sequence (prompt + step must fit);
+    - ``n_contexts``: cached sequences, i.e. how many samples keep their prefix cached and
+      decode in one batch (KV memory, allocated at start, grows with n_ctx x n_contexts);
+    - ``compute``: the run's compute budget, shared with the other engine: each call runs on
+      the cores free at its start, at most ``n_threads`` (default: all of the pool's);
+      without it, every call on ``n_threads`` threads (default: half the cores);
     - ``n_batch``: tokens per llama_decode call when prefilling; ``score_chunk``: step tokens
       per scoring call (bounds the logits buffer to score_chunk x vocabulary floats);
-    - ``flash_attn``: off by default, see ``_new_slot``; ``n_gpu_layers`` for GPU builds.
+    - ``flash_attn``: off by default (see ``_llama_loop.py``); ``n_gpu_layers`` for GPU builds.
     """
 
     def __init__(
@@ -90,6 +72,7 @@ class LlamaCppEngine:
         score_chunk: int = 128,
         n_gpu_layers: int = 0,
         flash_attn: bool = False,
+        compute: ComputePool | None = None,
         verbose: bool = False,
     ) -> None:
         for label, value in (("n_ctx", n_ctx), ("n_contexts", n_contexts), ("n_batch", n_batch),
@@ -109,7 +92,11 @@ class LlamaCppEngine:
         spec = lookup(os.fspath(model))
         self._name = spec.name if spec is not None else os.fspath(model)
         self._path: Path = resolve_model(model)
-        self._n_threads = n_threads or _default_threads()
+        if compute is not None and n_threads is not None and n_threads > compute.cores:
+            raise ValueError(f"n_threads {n_threads} exceeds the compute pool's "
+                             f"{compute.cores} cores")
+        self._n_threads = n_threads or (compute.cores if compute else _default_threads())
+        self._compute = compute
         self._n_batch = n_batch
         self._score_chunk = min(score_chunk, n_batch)
         self._n_contexts = n_contexts
@@ -120,23 +107,22 @@ class LlamaCppEngine:
         self._model = _internals.LlamaModel(
             path_model=str(self._path), params=model_params, verbose=verbose
         )
-        if n_ctx > self._model.n_ctx_train():
-            self._model.close()
-            raise ValueError(
-                f"n_ctx {n_ctx} exceeds the model's training context {self._model.n_ctx_train()}"
-            )
+        trained = self._model.n_ctx_train()
+        if n_ctx > trained:
+            self._model.close()  # read n_ctx_train first: the closed model cannot answer it
+            raise ValueError(f"n_ctx {n_ctx} exceeds the model's training context {trained}; "
+                             f"set --n-ctx {trained} or less")
         self._n_ctx = n_ctx
         self._n_vocab = self._model.n_vocab()
         metadata = self._model.metadata()
         self._template = metadata.get("tokenizer.chat_template")
-        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1,
-                                            verbose=verbose)
-        self._slots: list[_Slot] = []
-        self._released = ReleaseQueue()
-        self._clock = 0
+        self._loop = DecodeLoop(
+            llama_cpp, _internals, self._model, n_seq=n_contexts, n_ctx=n_ctx,
+            n_batch=n_batch, score_chunk=self._score_chunk, max_threads=self._n_threads,
+            compute=compute, flash_attn=flash_attn, piece=self._piece, verbose=verbose,
+        )
         self._sha256: str | None = None
         self._closed = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atts-llama")
 
     # -- metadata and text ------------------------------------------------------------------
 
@@ -151,7 +137,9 @@ class LlamaCppEngine:
             context_length=self._n_ctx,
             vocab_size=self._n_vocab,
             extra={"path": str(self._path), "n_contexts": str(self._n_contexts),
-                   "n_threads": str(self._n_threads), "flash_attn": str(self._flash_attn)},
+                   "n_threads": str(self._n_threads), "batched": "true",
+                   "compute_pool": str(self._compute.cores if self._compute else "none"),
+                   "flash_attn": str(self._flash_attn)},
         )
 
     def tokenize(self, text: str) -> list[int]:
@@ -205,7 +193,7 @@ class LlamaCppEngine:
                 f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
                 f"context length {self._n_ctx}; shorten the prompt or raise n_ctx"
             )
-        return await self._run(self._generate_sync, prompt, params)
+        return await self._submit(Request(prompt, Future(), params=params))
 
     async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
         prefix = self._checked(prefix_ids, "prefix_ids")
@@ -215,15 +203,21 @@ class LlamaCppEngine:
                 f"prefix ({len(prefix)} tokens) + step ({len(step)} tokens) exceeds the context "
                 f"length {self._n_ctx}; raise n_ctx"
             )
-        return await self._run(self._score_sync, prefix, step)
+        return await self._submit(Request(prefix + step, Future(), prefix_len=len(prefix)))
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._free)
-        self._executor.shutdown(wait=True)
+        try:
+            await asyncio.to_thread(self._loop.close)
+        finally:
+            self._model.close()
+
+    @property
+    def peak_batch(self) -> int:
+        """The most sequences one decode call carried (how much batching a run got)."""
+        return self._loop.peak_batch
 
     def _checked(self, ids: Sequence[int], label: str) -> list[int]:
         out = [int(t) for t in ids]
@@ -236,186 +230,11 @@ class LlamaCppEngine:
                              f"{bad[:5]}")
         return out
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _submit(self, request: Request) -> Any:
         if self._closed:
             raise EngineUnavailableError(f"engine for {self._name} is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-
-    # -- worker-thread side ------------------------------------------------------------------
+        self._loop.submit(request)
+        return await asyncio.wrap_future(request.future)
 
     def release(self, token_ids: Sequence[int]) -> None:
-        self._released.put(token_ids)  # applied by the worker thread, which owns the slots
-
-    def _apply_releases(self) -> None:
-        for ids in self._released.take():
-            for slot in self._slots:
-                if slot.tokens and extends(slot.tokens, common_prefix(slot.tokens, ids)):
-                    slot.released = True
-
-    def _acquire(self, ids: Sequence[int]) -> tuple[_Slot, int]:
-        """Pick the context for a request and return it with its common-prefix length.
-
-        A context the request extends (``extends``) is taken, longest prefix first.
-        Otherwise a fresh context is opened while the pool has room.  With the pool full, a
-        context whose sample ended is taken first (released, or unused for ``4 x n_contexts``
-        requests: every live sample calls about once or twice per round), longest prefix
-        first; only when every context is live does the request take the one whose loss costs
-        least (the tokens it reuses minus the tokens it evicts).  Taking a live sibling's
-        context because it shares the prompt would evict that sibling's whole history, and
-        the two would evict each other at every step.  Least recently used breaks ties.
-        """
-        self._clock += 1
-        self._apply_releases()
-        scored = [(common_prefix(slot.tokens, ids), slot) for slot in self._slots]
-        near = [(n, s) for n, s in scored if extends(s.tokens, n)]
-        free = [(n, s) for n, s in scored
-                if s.released or self._clock - s.last_used > 4 * self._n_contexts]
-        if near:
-            shared, best = max(near, key=lambda item: (item[0], -item[1].last_used))
-        elif len(self._slots) < self._n_contexts:
-            shared, best = 0, self._new_slot()
-        elif free:
-            shared, best = max(free, key=lambda item: (item[0], -item[1].last_used))
-        else:
-            shared, best = max(scored, key=lambda item: (2 * item[0] - len(item[1].tokens),
-                                                         -item[1].last_used))
-        best.last_used = self._clock
-        best.released = False
-        return best, shared
-
-    def _new_slot(self) -> _Slot:
-        params = self._internals.LlamaContext.default_params()
-        params.n_ctx = self._n_ctx
-        params.n_batch = self._n_batch
-        params.n_ubatch = self._n_batch
-        params.n_seq_max = 1
-        # The logits buffer holds n_outputs_max x vocab floats (150k vocab: 0.6 MB per row);
-        # scoring asks for at most score_chunk rows per decode.
-        params.n_outputs_max = self._score_chunk
-        params.n_threads = self._n_threads
-        params.n_threads_batch = self._n_threads
-        params.no_perf = True
-        # Off by default: on CPU, flash attention makes a token's logits depend on how the
-        # sequence was split into batches (0.5 nat per token measured on SmolLM2), so a step's
-        # score would depend on the cache history.  Without it, the tiny model's scores equal
-        # a single-batch evaluation exactly (tests/test_engine_llama_cpp.py).
-        params.flash_attn_type = (
-            self._lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if self._flash_attn
-            else self._lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
-        slot = _Slot(self._internals.LlamaContext(model=self._model, params=params,
-                                                  verbose=self._verbose))
-        self._slots.append(slot)
-        return slot
-
-    def _truncate(self, slot: _Slot, keep: int) -> None:
-        if len(slot.tokens) > keep:
-            if not slot.ctx.kv_cache_seq_rm(0, keep, -1):
-                slot.ctx.kv_cache_clear()
-                slot.tokens = []
-                return
-            del slot.tokens[keep:]
-
-    def _decode(self, slot: _Slot, tokens: Sequence[int], start: int, logits: bool) -> None:
-        """Evaluate ``tokens`` at positions ``start``.. (one batch); ``logits`` asks for every
-        row, otherwise only the last row is kept."""
-        batch = self._batch.batch
-        n = len(tokens)
-        batch.n_tokens = n
-        for i, token in enumerate(tokens):
-            batch.token[i] = token
-            batch.pos[i] = start + i
-            batch.seq_id[i][0] = 0
-            batch.n_seq_id[i] = 1
-            batch.logits[i] = logits
-        batch.logits[n - 1] = True
-        code = self._lib.llama_decode(slot.ctx.ctx, batch)
-        if code != 0:
-            slot.ctx.kv_cache_clear()
-            slot.tokens = []
-            raise EngineError(f"llama_decode failed with code {code}")
-        slot.tokens.extend(tokens)
-
-    def _prefill(self, slot: _Slot, ids: Sequence[int], end: int) -> int:
-        """Bring the slot's cache to ``ids[:end]`` (its cache already holds a prefix of ids);
-        returns the size of the last batch, whose last row holds logits (0: nothing to do)."""
-        last = 0
-        for lo in range(len(slot.tokens), end, self._n_batch):
-            chunk = ids[lo:min(end, lo + self._n_batch)]
-            self._decode(slot, chunk, lo, logits=False)
-            last = len(chunk)
-        return last
-
-    def _row(self, slot: _Slot, i: int) -> np.ndarray:
-        ptr = self._lib.llama_get_logits_ith(slot.ctx.ctx, i)
-        if not ptr:
-            raise EngineError(f"llama.cpp returned no logits for batch row {i}")
-        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
-
-    def _score_sync(self, prefix: list[int], step: list[int]) -> StepScore:
-        t0 = time.perf_counter()
-        full = prefix + step
-        slot, shared = self._acquire(full)
-        # Logits are not cached, so the prefix's last token is always evaluated again: its row
-        # gives log p(step[0] | prefix).
-        cached = min(shared, len(prefix) - 1)
-        self._truncate(slot, cached)
-        self._prefill(slot, full, len(prefix) - 1)
-        logprobs: list[float] = []
-        # Batch row i holds the distribution of the token after position lo + i (Eq.: log p(x_j
-        # | x_<j) = log_softmax(z_{j-1})[x_j]); the last step token itself needs no row.
-        for lo in range(len(prefix) - 1, len(full) - 1, self._score_chunk):
-            hi = min(len(full) - 1, lo + self._score_chunk)
-            self._decode(slot, full[lo:hi], lo, logits=True)
-            rows = np.stack([self._row(slot, i) for i in range(hi - lo)])
-            logprobs.extend(token_logprobs(rows, full[lo + 1:hi + 1]).tolist())
-        return StepScore(tuple(logprobs), cached_tokens=cached,
-                         seconds=time.perf_counter() - t0)
-
-    def _generate_sync(self, prompt: list[int], params: SamplingParams) -> Generation:
-        t0 = time.perf_counter()
-        slot, shared = self._acquire(prompt)
-        cached = min(shared, len(prompt) - 1)
-        self._truncate(slot, cached)
-        # cached < len(prompt), so at least the last prompt token is evaluated: its row is the
-        # distribution of the first new token.
-        row = self._row(slot, self._prefill(slot, prompt, len(prompt)) - 1)
-        rng = np.random.default_rng(params.seed)
-        vocab = self._model.vocab
-        out: list[int] = []
-        text = b""
-        finish: FinishReason = "length"
-        while True:
-            token = sample_token(row, params.temperature, params.top_p, rng)
-            out.append(token)
-            if self._lib.llama_vocab_is_eog(vocab, token):
-                finish = "eos"
-                break
-            before = len(text.decode("utf-8", errors="ignore"))
-            text += self._piece(token)
-            decoded = text.decode("utf-8", errors="ignore")
-            if any(decoded.find(s, max(0, before - len(s))) >= 0 for s in params.stop if s):
-                finish = "stop"
-                break
-            if len(out) >= params.max_tokens:
-                break
-            self._decode(slot, [token], len(prompt) + len(out) - 1, logits=False)
-            row = self._row(slot, 0)
-        return Generation(
-            token_ids=tuple(out),
-            text=self.detokenize(out),
-            finish_reason=finish,
-            prompt_tokens=len(prompt),
-            cached_tokens=cached,
-            seconds=time.perf_counter() - t0,
-        )
-
-    def _free(self) -> None:
-        for slot in self._slots:
-            slot.ctx.close()
-        self._slots.clear()
-        self._batch.close()
-        self._model.close()
-
+        self._loop.pool.release(token_ids)

@@ -1,7 +1,9 @@
 """Finding the final answer in a solution text: the last balanced ``\\boxed{...}``.
 
 This is the definition of ``answer`` in samples.jsonl (docs/TEAM.md): a sample's answer is the
-content of its last balanced ``\\boxed{...}`` (or ``\\fbox{...}``), ``None`` when it has none.
+content of its last balanced ``\\boxed{...}`` (or ``\\fbox{...}``), or of its last brace-less
+``\\boxed 5`` (LaTeX boxes the next token; read as the text up to a space, ``$`` or the end of
+the line, as the MATH benchmark's own answer extraction does), ``None`` when it has none.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import re
 
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOX_BARE = re.compile(r"\\boxed[ \t]+([^\s${}]+)")
 
 
 def _closing_brace(text: str, start: int) -> int | None:
@@ -45,6 +48,9 @@ def extract_boxed(text: str | None) -> str | None:
     if not text:
         return None
     found: str | None = None
+    found_at = -1
+    for bare in _BOX_BARE.finditer(text):  # the last brace-less box, if any
+        found, found_at = bare.group(1).rstrip(".,;"), bare.start()
     pos = 0
     while True:
         match = _BOX_OPEN.search(text, pos)
@@ -55,5 +61,6 @@ def extract_boxed(text: str | None) -> str | None:
             # Unbalanced: a later box may still close inside it, so keep looking after "{".
             pos = match.end()
             continue
-        found = text[match.end():end].strip()
+        if match.start() > found_at:  # a later braced box wins over an earlier bare one
+            found, found_at = text[match.end():end].strip(), match.start()
         pos = end + 1

@@ -1,26 +1,23 @@
-"""Online calibration of a run: which bank a decision sees, and when it is ready.
+"""Online calibration of a run: when the bank a decision sees is ready.
 
-Three modes (ATTS.md section 3), chosen by ``RunConfig.calibration``:
+Four modes (docs/METHOD.md section 3), chosen by ``RunConfig.calibration``:
 
 - ``question`` (conditional coverage): for each question, m first steps are drafted and scored
   before its rounds start (a pre-pass of m concurrent drafts), and they *are* the first steps of
   samples 0..m-1, so calibration costs no extra drafting.  Only samples of that question wait
   for its pre-pass; nothing else does.
 - ``marginal``: one bank pooled over questions.  A warm-up pre-pass drafts and scores the first
-  steps of the first ``warmup`` samples of the run (again reused as their first steps); the
-  first decision waits for it.  Everything else runs meanwhile.
+  steps of ``warmup`` unfinished samples drawn round-robin across questions (again reused as
+  their first steps); the first decision waits for it.  Everything else runs meanwhile.
+- ``adaptive``: the marginal warm-up, an online bank, and a working level per round bucket
+  that tracks alpha (adaptive conformal inference, ``atts.conformal.aci``).
 - ``file``: a bank made by ``atts calibrate`` on a disjoint pool, checked by fingerprint.
 
-Mondrian strata (``strata=round``, marginal mode): step perplexities drift with depth, so a bank
-of first steps misjudges later rounds (too many rejections early, none late).  With strata,
-round r's steps are judged against a bank of round-r steps (pooled over questions), each added
-after its decision; until that bank holds ``warmup`` scores, round 0's bank stands in.
-
-A step whose own score sits in the bank (a pre-pass step) is judged leave-one-out, so it stays
-exchangeable with the bank it is compared to: with p the p-value against the whole bank of n
-scores (its own included, which always counts as ``s_i >= s``), the p-value against the other
-n - 1 is ``p_loo = ((n + 1) p - 1) / n``.  With ``grow_bank`` every judged draft step is added
-after its decision (decide first, then add: the online conformal order).
+Which bank and level judge a step, the strata, and the p-values (deterministic or smoothed,
+leave-one-out for a pre-pass step) live in ``atts.pipeline.judge``: this module only waits for
+the pre-passes and then asks the ``Judge``, so ``atts replay`` can ask it the same questions
+offline.  With ``grow_bank`` every judged draft step is added after its decision (decide first,
+then add: the online conformal order).
 """
 
 from __future__ import annotations
@@ -33,8 +30,13 @@ from typing import Protocol
 import numpy as np
 
 from atts.config import RunConfig
-from atts.conformal import BankSet, Decision, Thresholds, min_bank_size
+from atts.conformal import Decision, Thresholds
 from atts.engines.base import Generation, StepScore
+from atts.pipeline.judge import CalibrationError, Judge, warmup_order
+
+__all__ = ["CalibrationError", "Calibrator", "CalibratorLike", "ScoredDraft"]
+
+POOLED_WARMUP = ("marginal", "adaptive")  # modes whose first decision waits for a warm-up
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,16 @@ class CalibratorLike(Protocol):
     async def first_step(self, question_id: str, sample_index: int) -> ScoredDraft | None: ...
 
     async def decide(
-        self, question_id: str, round_index: int, score: float, *, own_in_bank: bool
+        self,
+        question_id: str,
+        round_index: int,
+        score: float,
+        *,
+        own_in_bank: bool,
+        sample_index: int = 0,
     ) -> tuple[float | None, Decision]: ...
 
     def add(self, question_id: str, score: float) -> None: ...
-
-
-class CalibrationError(ValueError):
-    """The bank cannot support a decision at this alpha; the message says what to change."""
 
 
 class Calibrator:
@@ -79,41 +83,41 @@ class Calibrator:
     ) -> None:
         """``initial_scores``: a loaded bank (file mode).  ``recorded``: per question and
         sample index, the calibration scores of samples finished in an earlier session.
-        ``strata_scores``: per round, the judged scores of those samples (round strata)."""
+        ``strata_scores``: per round, the judged scores of those samples (online modes)."""
         self._config = config
-        self._thresholds = Thresholds(config.alpha, config.alpha_discard)
+        self._judge = Judge(config, initial_scores)
         self._draft_and_score = draft_and_score
-        mode = "question" if config.calibration == "question" else "marginal"
-        self._banks = BankSet("round" if config.strata == "round" else mode)
         self._recorded = recorded or {}
         self._prepasses: dict[str, asyncio.Task[None]] = {}
         self._stash: dict[tuple[str, int], asyncio.Future[ScoredDraft]] = {}
         self._warmup: asyncio.Task[None] | None = None
-        initial = list(initial_scores)
-        if initial:
-            self._banks.add(initial, question_id="", round_index=0)
-        if config.calibration == "marginal":
+        if config.calibration in POOLED_WARMUP:
             for by_sample in self._recorded.values():
-                self._banks.add(list(by_sample.values()), question_id="", round_index=0)
+                self._judge.add("", list(by_sample.values()))
         for round_index, judged in (strata_scores or {}).items():
-            self._banks.add(judged, question_id="", round_index=round_index)
+            self._judge.add_round(round_index, judged)
         if config.calibration == "file":
-            self._require_size(len(initial), "the calibration file")
+            self._judge.require_size(self._judge.size(""), "the calibration file")
 
     @property
     def thresholds(self) -> Thresholds:
-        return self._thresholds
+        return self._judge.thresholds
+
+    @property
+    def judge(self) -> Judge:
+        return self._judge
 
     def bank_sizes(self) -> dict[str, int]:
-        return {str(key): size for key, size in self._banks.sizes().items()}
+        return self._judge.sizes()
 
     def start_warmup(self, pending: list[tuple[str, int]]) -> None:
-        """Marginal mode: pre-draft the first steps of the first unfinished samples until the
-        pooled bank holds ``warmup`` scores.  Call once, before the samples start."""
-        if self._config.calibration != "marginal" or self._warmup is not None:
+        """Marginal and adaptive modes: pre-draft first steps of unfinished samples, drawn
+        round-robin across questions (``warmup_order``), until the pooled bank holds
+        ``warmup`` scores.  Call once, before the samples start."""
+        if self._config.calibration not in POOLED_WARMUP or self._warmup is not None:
             return
-        have = len(self._banks.bank("", 0))
-        wanted = pending[: max(0, self._config.warmup - have)]
+        have = self._judge.size("")
+        wanted = warmup_order(pending)[: max(0, self._config.warmup - have)]
         futures = [self._future(key) for key in wanted]
         self._warmup = asyncio.ensure_future(self._fill(wanted, futures, question_id=""))
 
@@ -127,47 +131,28 @@ class Calibrator:
         return None if future is None else await future
 
     async def decide(
-        self, question_id: str, round_index: int, score: float, *, own_in_bank: bool
+        self,
+        question_id: str,
+        round_index: int,
+        score: float,
+        *,
+        own_in_bank: bool,
+        sample_index: int = 0,
     ) -> tuple[float, Decision]:
         """The conformal p-value of a draft step's score and its ordinal decision."""
         await self._ready(question_id)
-        group = question_id if self._config.calibration == "question" else ""
-        snapshot = self._banks.snapshot(group, round_index)
-        stratified = self._config.strata == "round" and round_index > 0
-        if stratified and snapshot.n < self._config.warmup:
-            snapshot = self._banks.snapshot(group, 0)  # this round's stratum is still cold
-        n = snapshot.n
-        if own_in_bank:
-            self._require_size(n - 1, f"the bank of {question_id!r} (one left out)")
-            # (n + 1) p is the integer count 1 + #{s_i >= s}, own score included.
-            count = round((n + 1) * float(snapshot.p_value(score)))
-            p = (count - 1) / n  # = (1 + #{others >= s}) / ((n - 1) + 1)
-        else:
-            self._require_size(n, f"the bank of {question_id!r}")
-            p = float(snapshot.p_value(score))
-        if self._config.strata == "round" and not own_in_bank:
-            self._banks.add(score, question_id=group, round_index=round_index)
-        return p, self._thresholds.classify(p)
+        return self._judge.decide(question_id, round_index, score, own_in_bank=own_in_bank,
+                                  sample_index=sample_index)
 
     def add(self, question_id: str, score: float) -> None:
-        group = question_id if self._config.calibration == "question" else ""
-        self._banks.add(score, question_id=group, round_index=0)
-
-    def _require_size(self, n: int, where: str) -> None:
-        needed = min_bank_size(self._config.alpha)
-        if n < needed:
-            raise CalibrationError(
-                f"{where} holds {n} scores, but alpha={self._config.alpha} needs at least "
-                f"{needed} (n + 1 >= 1/alpha), or no step could ever be rejected; "
-                "raise calibration_m / warmup, use a larger calibration file, or raise alpha"
-            )
+        self._judge.add(question_id, score)
 
     async def _ready(self, question_id: str) -> None:
         mode = self._config.calibration
         if mode == "question":
             self._ensure_prepass(question_id)
             await asyncio.shield(self._prepasses[question_id])
-        elif mode == "marginal" and self._warmup is not None:
+        elif mode in POOLED_WARMUP and self._warmup is not None:
             await asyncio.shield(self._warmup)
 
     def _ensure_prepass(self, question_id: str) -> None:
@@ -175,7 +160,7 @@ class Calibrator:
             return
         recorded = self._recorded.get(question_id, {})
         if recorded:
-            self._banks.add(list(recorded.values()), question_id=question_id, round_index=0)
+            self._judge.add(question_id, list(recorded.values()))
         # Samples whose first step is already in the bank (finished earlier) are not redrafted;
         # the rest of 0..m-1 are, by their own seeds, and reused as their first steps.
         wanted = [
@@ -205,7 +190,7 @@ class Calibrator:
                 future.set_exception(err)
                 raise
             if drafted.score is not None:
-                self._banks.add(drafted.score.perplexity, question_id=question_id, round_index=0)
+                self._judge.add(question_id, drafted.score.perplexity)
             future.set_result(drafted)
 
         results = await asyncio.gather(

@@ -1,7 +1,7 @@
 """One sample's life: the round loop every strategy shares, and the state it carries.
 
 A strategy only says how one round's step gets written (``RoundBody``); this loop owns the
-rest (ATTS.md sections 1-2): render the prompt once, keep the text as token ids end to end,
+rest (docs/METHOD.md sections 1-2): render the prompt once, keep the text as token ids end to end,
 stop at the first final answer or after T rounds, budget forcing (an answer before
 ``min_rounds`` gets "Wait" appended; a sample that ends without one gets the answer cue and a
 forced completion), and a clean stop before the context window overflows.
@@ -9,7 +9,6 @@ forced completion), and a clean stop before the context window overflows.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,13 +24,8 @@ from atts.pipeline.prompt import (
     WAIT_CUE,
     close_forced_answer,
 )
+from atts.pipeline.seeds import derive_seed
 from atts.pipeline.trace import Author, SampleTrace, Step, StopReason, Timings, TokenCounts
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any parts (run seed, question id, sample, round, role)."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -74,6 +68,11 @@ class SampleState:
     draft_seconds: float = 0.0
     score_seconds: float = 0.0
     target_seconds: float = 0.0
+    clock: float = field(default_factory=time.monotonic)  # when the sample started
+
+    def elapsed(self) -> float:
+        """Seconds since the sample started (``Step.t``)."""
+        return time.monotonic() - self.clock
 
     def append(self, step: Step, generation: Generation) -> None:
         """Add a kept step: its ids continue the assistant message."""
@@ -124,7 +123,7 @@ async def write_step(
         state.target_seconds += generation.seconds
     step = Step(
         round_index, role, generation.text, len(generation.token_ids), seconds=generation.seconds,
-        prefill_tokens=prefill_tokens(len(state.ids), generation),
+        prefill_tokens=prefill_tokens(len(state.ids), generation), t=state.elapsed(),
     )
     return step, generation
 
@@ -132,7 +131,7 @@ async def write_step(
 async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody) -> SampleTrace:
     config = env.config
     started_at, clock = time.time(), time.monotonic()
-    state = SampleState(spec, list(env.prompt_ids(spec.question)))
+    state = SampleState(spec, list(env.prompt_ids(spec.question)), clock=clock)
     try:
         await _rounds(state, env, body)
     finally:
@@ -175,7 +174,7 @@ def _append_cue(state: SampleState, env: SampleEnv, cue: str, round_index: int) 
     state.reopen()
     cue = _joined(state, cue)
     ids = env.target.tokenize(cue)
-    state.steps.append(Step(round_index, "target", cue, len(ids), kind="wait"))
+    state.steps.append(Step(round_index, "target", cue, len(ids), kind="wait", t=state.elapsed()))
     state.ids.extend(ids)
     state.text += cue
 
@@ -203,7 +202,7 @@ async def _force_answer(state: SampleState, env: SampleEnv, author: str) -> None
         state.draft_seconds += generation.seconds
     state.steps.append(
         Step(state.rounds, role, text, tokens, kind="forced_answer", seconds=generation.seconds,
-             prefill_tokens=prefill_tokens(len(context), generation))
+             prefill_tokens=prefill_tokens(len(context), generation), t=state.elapsed())
     )
     state.text += text
 
@@ -216,6 +215,7 @@ def _freeze(state: SampleState, config: RunConfig, started_at: float, wall: floa
         sample_index=spec.sample_index,
         seed=spec.seed,
         strategy=config.strategy,
+        question=spec.question,
         gold=spec.gold,
         status="ok",
         answer=extract_boxed(state.text),
@@ -235,7 +235,8 @@ def failed_trace(spec: SampleSpec, config: RunConfig, error: BaseException,
     """The row of a sample whose engine calls failed for good: recorded, not swallowed."""
     return SampleTrace(
         question_id=spec.question_id, dataset=spec.dataset, sample_index=spec.sample_index,
-        seed=spec.seed, strategy=config.strategy, gold=spec.gold, status="error", answer=None,
+        seed=spec.seed, strategy=config.strategy, question=spec.question, gold=spec.gold,
+        status="error", answer=None,
         text="", rounds=0, steps=(), started_at=started_at, finished_at=time.time(),
         error=f"{type(error).__name__}: {error}",
     )

@@ -68,12 +68,14 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
     _count(state, drafted)
     generation = drafted.generation
     if drafted.score is None:  # an empty step (the draft ended its message at once)
-        state.append(Step(round_index, "draft", "", 0), generation)
+        state.append(Step(round_index, "draft", "", 0, t=state.elapsed()), generation)
         return
     ppl = drafted.score.perplexity
     p, decision = await _calibrator(env).decide(
-        state.spec.question_id, round_index, ppl, own_in_bank=calibration
+        state.spec.question_id, round_index, ppl, own_in_bank=calibration,
+        sample_index=state.spec.sample_index,
     )
+    decided_at = state.elapsed()
     if env.config.grow_bank and not calibration:
         _calibrator(env).add(state.spec.question_id, ppl)
     step = Step(
@@ -82,6 +84,7 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
         decision=decision.value, calibration=calibration,
         seconds=generation.seconds + drafted.score.seconds,
         prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
+        t=decided_at,
     )
     if decision is Decision.REGENERATE:
         state.steps.append(step)  # recorded in the trace, not in the text
@@ -150,6 +153,7 @@ async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> No
             score=ppl if drafted.score is not None else None, decision=decision.value,
             seconds=generation.seconds + (drafted.score.seconds if drafted.score else 0.0),
             prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
+            t=state.elapsed(),
         ),
         generation,
     )

@@ -33,6 +33,11 @@ class Step:
     # their caches (generation and, for a draft step, scoring): about one per call when a
     # sample keeps its cache, the whole history when its cache was lost.
     prefill_tokens: int = 0
+    # Seconds from the sample's start to the step's decision (a judged draft step) or to its
+    # end (any other step): ``started_at + t`` orders the steps of a run as it met them
+    # (``atts replay``).  Rows written before this field have none: readers use the summed
+    # ``seconds`` of the steps up to and including this one (``atts.replay.stream``).
+    t: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class SampleTrace:
     sample_index: int
     seed: int
     strategy: str
+    question: str  # the problem as the model read it (rows before 2026-12 lack it)
     gold: str
     status: Literal["ok", "error"]
     answer: str | None

@@ -16,6 +16,7 @@ from typing import Any
 
 from atts.grading import Grader
 from atts.report.graded_run import GradedRun, check_run_folder, load_run
+from atts.report.intervals import paired_difference
 from atts.report.markdown import render_markdown
 from atts.report.metrics import speedup
 from atts.report.summary import summarize_run
@@ -54,7 +55,11 @@ def write_report(run_dir: str | Path, baselines: Sequence[str | Path] = (),
             active.close()
     summaries = [summarize_run(run) for run in runs]
     summary = dict(summaries[0])
-    summary["baselines"] = [compare(summary, other) for other in summaries[1:]]
+    summary["baselines"] = [
+        compare(summary, other, comparable=set(run.questions) == set(runs[0].questions)
+                and other["n"] == summary["n"])
+        for run, other in zip(runs[1:], summaries[1:], strict=True)
+    ]
     summary["notes"] = comparison_notes(list(zip(runs, summaries, strict=True)))
     written: dict[str, Path] = {}
     if plots:
@@ -69,16 +74,28 @@ def write_report(run_dir: str | Path, baselines: Sequence[str | Path] = (),
     return ReportFiles(out_dir, markdown_path, summary_path, written, summary)
 
 
-def compare(run: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
-    """A baseline's entry in summary.json: its accuracy, cost and wall time, and the run's
-    ``speedup`` over it (baseline wall / run wall; None when a wall time is zero) and
-    ``token_ratio`` (baseline tokens / run tokens)."""
+def compare(run: Mapping[str, Any], baseline: Mapping[str, Any], *,
+            comparable: bool = True) -> dict[str, Any]:
+    """A baseline's entry in summary.json: its accuracy, cost and wall time; the run's
+    ``speedup`` over it (baseline wall / run wall; None when a wall time is zero or when the
+    baseline answered other questions or another N: then ``comparable`` is false and the notes
+    say why); ``pass@1_difference`` (run - baseline, paired by question, with its 95%
+    bootstrap interval); and ``token_ratio`` (baseline tokens / run tokens)."""
     n = baseline["n"]
     entry = {key: baseline[key] for key in BASELINE_KEYS}
     entry[f"maj@{n}"] = baseline[f"maj@{n}"]
     entry[f"pass@{n}"] = baseline[f"pass@{n}"]
+    entry["comparable"] = comparable
     entry["speedup"] = (speedup(run["wall_seconds"], baseline["wall_seconds"])
-                        if run["wall_seconds"] > 0 and baseline["wall_seconds"] > 0 else None)
+                        if comparable and run["wall_seconds"] > 0
+                        and baseline["wall_seconds"] > 0 else None)
+    diff = paired_difference(
+        {q: v["pass@1"] for q, v in run.get("per_question", {}).items()},
+        {q: v["pass@1"] for q, v in baseline.get("per_question", {}).items()},
+    ) if comparable else None
+    entry["pass@1_difference"] = (None if diff is None else
+                                  {"estimate": diff.estimate, "ci95": [diff.low, diff.high],
+                                   "questions": diff.questions})
     run_tokens, base_tokens = run["tokens"]["total"], baseline["tokens"]["total"]
     entry["token_ratio"] = base_tokens / run_tokens if run_tokens > 0 else None
     return entry

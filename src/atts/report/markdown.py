@@ -67,12 +67,23 @@ def _accuracy_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
 def _speedups(summary: Mapping[str, Any]) -> list[str]:
     lines = []
     for b in summary.get("baselines", ()):
+        if not b.get("comparable", True):
+            lines.append(f"- Speedup over {b['label']}: **not given**: it answered other "
+                         "questions or drew another N (see the notes), so its wall time is "
+                         "not this work's.")
+            continue
         if b.get("speedup") is None:
             lines.append(f"- Speedup over {b['label']}: not defined (a wall time is zero).")
             continue
         line = (f"- Speedup over {b['label']}: **{b['speedup']:.3g}x** (its wall "
                 f"{seconds_text(b['wall_seconds'])} s / this run's "
                 f"{seconds_text(summary['wall_seconds'])} s)")
+        diff = b.get("pass@1_difference")
+        if diff is not None:
+            low, high = diff["ci95"]
+            line += (f", at a pass@1 difference of {diff['estimate']:+.3f} [{low:+.2f}, "
+                     f"{high:+.2f}] (95%, paired over {diff['questions']} questions"
+                     + ("; too few to decide" if diff["questions"] < 30 else "") + ")")
         if b.get("token_ratio") is not None:
             line += f"; it processed {b['token_ratio']:.3g}x this run's tokens"
         lines.append(line + ".")

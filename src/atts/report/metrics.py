@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from atts.grading.normalize import normalize_answer
+from atts.report.intervals import bootstrap_mean
 
 Row = Mapping[str, Any]
 REJECTED = ("continue", "regenerate")
@@ -72,10 +73,20 @@ class Accuracy:
     pass_at_k: dict[int, float]
     errors: int  # samples with status "error"
     no_answer: int  # samples without an answer (errors included)
+    # 95% percentile-bootstrap intervals over questions (report/intervals.py), and each
+    # question's pass@1 and maj@N, from which paired differences between runs are computed.
+    pass_at_1_ci: tuple[float, float] = (0.0, 0.0)
+    maj_at_n_ci: tuple[float, float] = (0.0, 0.0)
+    per_question: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("maj_at_n", "pass_at_n")}
+        out = {k: v for k, v in asdict(self).items()
+               if k not in ("maj_at_n", "pass_at_n", "maj_at_n_ci", "per_question")}
         out["pass@1"] = out.pop("pass_at_1")
+        out["pass@1_ci95"] = list(out.pop("pass_at_1_ci"))
+        out[f"maj@{self.n}_ci95"] = list(self.maj_at_n_ci)
+        out["per_question"] = {q: {"pass@1": p, f"maj@{self.n}": m}
+                               for q, (p, m) in self.per_question.items()}
         out[f"maj@{self.n}"] = self.maj_at_n
         out[f"pass@{self.n}"] = self.pass_at_n
         out["pass@k"] = {str(k): v for k, v in self.pass_at_k.items()}
@@ -116,7 +127,15 @@ def accuracy(rows: Sequence[Row]) -> Accuracy:
         pass_at_k={k: _mean(v) for k, v in pk.items()},
         errors=sum(r.get("status") == "error" for r in rows),
         no_answer=sum(r.get("answer") is None for r in rows),
+        pass_at_1_ci=_ci(p1),
+        maj_at_n_ci=_ci(maj),
+        per_question={str(q): (a, b) for q, a, b in zip(groups, p1, maj, strict=True)},
     )
+
+
+def _ci(values: Sequence[float]) -> tuple[float, float]:
+    interval = bootstrap_mean(values)
+    return (interval.low, interval.high)
 
 
 # -- rejection rate and its Clopper-Pearson interval ------------------------------------------

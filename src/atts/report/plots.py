@@ -94,21 +94,27 @@ def plot_rejection(runs: Sequence[PlotRun]) -> Figure | None:
 
 
 def plot_accuracy(runs: Sequence[PlotRun]) -> Figure:
-    """pass@1 / maj@N / pass@N of each run at its token count (left) and wall time (right)."""
+    """pass@1 (with its 95% bootstrap interval) / maj@N / pass@N of each run at its engine
+    seconds (left: the measured time of its draft decode, target score and target decode
+    calls, summed over samples; not raw tokens, since a scored token costs a fraction of a
+    decoded one) and its wall time (right)."""
     from matplotlib.lines import Line2D
 
     figure, axes = _figure(10.0, 4.4, ncols=2)
     metrics: tuple[tuple[str, str, int, Literal["full", "none"]], ...] = (
         ("pass@1", "o", 6, "full"), ("maj@{n}", "s", 9, "none"), ("pass@{n}", "^", 12, "none"))
-    for ax, key, xlabel in ((axes[0], "tokens", "tokens processed (draft decode + target "
-                             "score + target decode)"),
+    for ax, key, xlabel in ((axes[0], "engine", "engine seconds (draft decode + target score "
+                             "+ target decode calls, summed over samples)"),
                             (axes[1], "wall", "wall time (s)")):
         xs = []
         for i, (_, s) in enumerate(runs):
-            x = s["tokens"]["total"] if key == "tokens" else s["wall_seconds"]
+            x = sum(s["engine_seconds"].values()) if key == "engine" else s["wall_seconds"]
             xs.append(x)
             ys = [s[m.format(n=s["n"])] for m, *_ in metrics]
             ax.plot([x, x], [min(ys), max(ys)], color=_color(i), linewidth=1, alpha=0.6)
+            interval = s.get("pass@1_ci95")
+            if interval:  # pass@1's 95% interval over questions, as a thick bar
+                ax.plot([x, x], interval, color=_color(i), linewidth=4, alpha=0.35)
             for (_, marker, size, fill), y in zip(metrics, ys, strict=True):
                 ax.plot([x], [y], marker=marker, markersize=size, fillstyle=fill,
                         color=_color(i), linestyle="none")
@@ -121,7 +127,7 @@ def plot_accuracy(runs: Sequence[PlotRun]) -> Figure:
         ax.set_xlabel(xlabel, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (fraction of questions)")
-    axes[0].set_title("Accuracy against compute", fontsize=10)
+    axes[0].set_title("Accuracy against engine time (bar: pass@1's 95% interval)", fontsize=10)
     axes[1].set_title("Accuracy against time", fontsize=10)
     run_handles = [Line2D([], [], color=_color(i), linewidth=3, label=run.label)
                    for i, (run, _) in enumerate(runs)]

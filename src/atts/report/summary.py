@@ -75,8 +75,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"strategy {summary['strategy']}",
             *([f"alpha {alpha:g}"] if alpha is not None else []),
         ]),
-        _row("accuracy", f"pass@1 {summary['pass@1']:.3f}   maj@{n} {summary[f'maj@{n}']:.3f}"
-                         f"   pass@{n} {summary[f'pass@{n}']:.3f}"),
+        _row("accuracy", f"pass@1 {summary['pass@1']:.3f}{_ci_text(summary, 'pass@1')}   "
+                         f"maj@{n} {summary[f'maj@{n}']:.3f}{_ci_text(summary, f'maj@{n}')}   "
+                         f"pass@{n} {summary[f'pass@{n}']:.3f}"),
         _row("rejection", _rejection_text(summary)),
         _row("answers", _answers_text(summary)),
     ]
@@ -108,6 +109,12 @@ def seconds_text(seconds: float) -> str:
     if seconds == 0 or seconds >= 100:
         return f"{seconds:.0f}"
     return f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.3f}"
+
+
+def _ci_text(summary: dict[str, Any], key: str) -> str:
+    """`` [low, high]``: the 95% bootstrap interval over questions (absent in old summaries)."""
+    interval = summary.get(f"{key}_ci95")
+    return "" if not interval else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def _rejection_text(summary: dict[str, Any]) -> str:

@@ -13,20 +13,23 @@ writes results.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from atts.config import resolve_force_answer
+from atts.config import RunConfig, resolve_force_answer
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
+LOCK = ".lock"
 # Keys that change how fast a run goes, never what a sample contains.
 OPERATIONAL_KEYS = frozenset(
     {"draft_concurrency", "target_concurrency", "max_active_samples", "max_retries",
-     "retry_backoff"}
+     "retry_backoff", "cores", "draft_threads", "target_threads"}
 )
 
 
@@ -63,9 +66,50 @@ class RunFolder:
                     f"({'; '.join(differences)}). Use a new --out folder, run the same "
                     "configuration to resume, or pass --overwrite to discard the old results."
                 )
+            old_questions = old.get("questions") or {}
+            new_questions = manifest.get("questions") or {}
+            changed = sorted(q for q in old_questions.keys() & new_questions.keys()
+                             if old_questions[q] != new_questions[q])
+            if changed:
+                raise RunFolderError(
+                    f"{self.path} was written for other questions: {len(changed)} problem(s) "
+                    f"changed since (e.g. {changed[0]}; the dataset file was edited). Use a new "
+                    "--out folder, or pass --overwrite to run them again."
+                )
+            if old.get("config", {}).get("limit") != manifest["config"].get("limit"):
+                # A larger --limit extends the run: the old samples stay, the new questions
+                # are added (_config_differences allows only growth).
+                self.update_manifest(config=manifest["config"],
+                                     questions={**old_questions, **new_questions},
+                                     problems=manifest.get("problems"))
         else:
             self._write_json(self.manifest_path, manifest)
         self._repair_tail()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's write lock (``.lock``, an flock) while a run writes it: a second
+        writer is refused with the holder's pid instead of computing everything again and
+        appending duplicate rows.  The lock dies with its process (kill -9 included)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / LOCK).open("a+") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                file.seek(0)
+                holder = file.read().strip() or "unknown"
+                raise RunFolderError(
+                    f"{self.path} is being written by another run (pid {holder}); wait for it "
+                    "to finish, or use another --out folder"
+                ) from err
+            file.seek(0)
+            file.truncate()
+            file.write(str(os.getpid()))
+            file.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(file, fcntl.LOCK_UN)
 
     def read_manifest(self) -> dict[str, Any]:
         try:
@@ -138,18 +182,32 @@ class RunFolder:
         os.replace(temp, path)
 
 
+# Settings added later, with the default that does what runs did before they existed: a
+# manifest without them compares as if it recorded these values.
+ADDED_DEFAULTS = {key: RunConfig.__dataclass_fields__[key].default
+                  for key in ("pvalue", "adaptive_gamma", "adaptive_strata")}
+
+
 def _resolved(config: dict[str, Any]) -> dict[str, Any]:
     """Settings compared by what they do: ``force_answer: auto`` (the default since
     2026-11-29) resumes a folder written with the author it resolves to."""
+    config = {**ADDED_DEFAULTS, **config}
     if "force_answer" not in config:
         return config
     return {**config, "force_answer": resolve_force_answer(config["force_answer"],
                                                            config.get("strategy", "atts"))}
 
 
+def _limit_grows(old: Any, new: Any) -> bool:
+    """Whether ``limit`` only extends the run: more questions (or all), the old ones kept."""
+    return old == new or new is None or (old is not None and int(new) >= int(old))
+
+
 def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     old, new = _resolved(old), _resolved(new)
     keys = (set(old) | set(new)) - OPERATIONAL_KEYS
+    if _limit_grows(old.get("limit"), new.get("limit")):
+        keys.discard("limit")
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(keys)

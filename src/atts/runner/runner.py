@@ -51,6 +51,10 @@ class RunOutcome:
     written: int  # finished in this session
     errors: int
     wall_seconds: float
+    # CPU time of the whole process (every thread) over the session, and what it means in
+    # cores kept busy: how the compute budget was spent, beside the budget in the manifest.
+    cpu_seconds: float
+    cores_used: float
     draft_peak_in_flight: int
     target_peak_in_flight: int
     retries: int
@@ -101,7 +105,7 @@ async def execute(
     show_progress: bool = True,
     on_sample: Callable[[SampleTrace], None] | None = None,
 ) -> RunOutcome:
-    clock = time.monotonic()
+    clock, cpu_clock = time.monotonic(), time.process_time()
     specs = sample_specs(config, problems)
     rows = folder.rows()
     done = {
@@ -111,11 +115,11 @@ async def execute(
     }
     pending = [s for s in specs if (s.question_id, s.sample_index) not in done]
     guarded_draft = GuardedEngine(
-        draft, concurrency=config.draft_concurrency, max_retries=config.max_retries,
+        draft, concurrency=config.concurrency("draft"), max_retries=config.max_retries,
         backoff=config.retry_backoff,
     )
     guarded_target = GuardedEngine(
-        target, concurrency=config.target_concurrency, max_retries=config.max_retries,
+        target, concurrency=config.concurrency("target"), max_retries=config.max_retries,
         backoff=config.retry_backoff,
     )
     prompts: dict[str, list[int]] = {}
@@ -143,7 +147,8 @@ async def execute(
         calibration_draft,
         initial_scores=bank_scores,
         recorded=recorded_calibration(rows) if config.calibration != "file" else None,
-        strata_scores=recorded_strata(rows) if config.strata == "round" else None,
+        strata_scores=(recorded_strata(rows)
+                       if config.strata != "none" or config.calibration == "adaptive" else None),
     )
     coordinator = SyncCoordinator(config.sync_budget) if config.strategy == "sync" else None
     env = SampleEnv(
@@ -207,12 +212,15 @@ async def execute(
             await asyncio.gather(*(admit_sample(spec) for spec in pending))
     finally:
         progress.close()
+    wall, cpu = time.monotonic() - clock, time.process_time() - cpu_clock
     return RunOutcome(
         total=len(specs),
         skipped=len(specs) - len(pending),
         written=len(pending),
         errors=errors,
-        wall_seconds=time.monotonic() - clock,
+        wall_seconds=wall,
+        cpu_seconds=cpu,
+        cores_used=cpu / wall if wall > 0 else 0.0,
         draft_peak_in_flight=guarded_draft.peak_in_flight,
         target_peak_in_flight=guarded_target.peak_in_flight,
         retries=guarded_draft.retries + guarded_target.retries,

@@ -23,6 +23,7 @@ from atts.conformal import load_bank, make_fingerprint, save_bank
 from atts.data import Problem, load_dataset
 from atts.engines import create_engine
 from atts.engines.base import Engine, EngineInfo
+from atts.engines.compute import ComputePool, machine_cores
 from atts.pipeline import prompt
 from atts.pipeline.sample import SampleSpec, SampleState, derive_seed
 from atts.pipeline.strategies import draft_and_score
@@ -30,7 +31,10 @@ from atts.runner.run_folder import RunFolder
 from atts.runner.runner import RunOutcome, execute
 
 
-def engine_options(config: RunConfig, role: str) -> dict[str, Any]:
+def engine_options(config: RunConfig, role: str,
+                   compute: ComputePool | None = None) -> dict[str, Any]:
+    """The constructor options of the ``role`` engine; ``compute`` is the run's shared pool of
+    cores, handed to every in-process engine that the plan puts in it."""
     if config.engine in REMOTE_ENGINES:
         options: dict[str, Any] = {
             "base_url": config.draft_url if role == "draft" else config.target_url,
@@ -44,24 +48,28 @@ def engine_options(config: RunConfig, role: str) -> dict[str, Any]:
             options["tokenizer"] = tokenizer
         return options
     if config.engine == "llama_cpp":
-        threads = config.draft_threads if role == "draft" else config.target_threads
+        plan = config.compute_plan()
+        share = plan.draft if role == "draft" else plan.target
         # One cached context per sample in flight keeps every active prefix in the KV cache.
-        return {
-            "n_ctx": config.n_ctx,
-            "n_threads": threads,
-            "n_contexts": config.max_active_samples,
-        }
+        options = {"n_ctx": config.n_ctx, "n_threads": share.threads,
+                   "n_contexts": config.max_active_samples}
+        if share.pooled:
+            options["compute"] = compute if compute is not None else ComputePool(plan.cores)
+        return options
     return {}
 
 
 def build_engines(config: RunConfig) -> tuple[Engine, Engine]:
+    """Both engines of a run; the in-process ones share one pool of ``config.cores`` cores."""
+    compute = ComputePool(config.compute_plan().cores)
     draft = create_engine(
-        f"{config.engine}:{config.draft}", "draft", **engine_options(config, "draft")
+        f"{config.engine}:{config.draft}", "draft", **engine_options(config, "draft", compute)
     )
     if (config.draft, config.draft_url) == (config.target, config.target_url):
         return draft, draft
     target = create_engine(
-        f"{config.engine}:{config.target}", "target", **engine_options(config, "target")
+        f"{config.engine}:{config.target}", "target",
+        **engine_options(config, "target", compute),
     )
     return draft, target
 
@@ -89,7 +97,15 @@ def calibration_fingerprint(
     )
 
 
-def manifest(config: RunConfig, draft: Engine, target: Engine, problems: int) -> dict[str, Any]:
+def question_hashes(problems: Sequence[Problem]) -> dict[str, str]:
+    """Per problem id, a hash of what the model reads and what it is graded against: a resume
+    on an edited dataset file is refused instead of mixing old rows with new questions."""
+    return {p.id: hashlib.sha256(f"{p.question}\x1f{p.gold}".encode()).hexdigest()[:16]
+            for p in problems}
+
+
+def manifest(config: RunConfig, draft: Engine, target: Engine,
+             problems: Sequence[Problem]) -> dict[str, Any]:
     versions = {"atts": atts.__version__, "python": platform.python_version()}
     for package in ("numpy", "llama_cpp_python", "torch", "transformers", "math-verify", "httpx"):
         try:
@@ -101,11 +117,14 @@ def manifest(config: RunConfig, draft: Engine, target: Engine, problems: int) ->
         "versions": versions,
         "engines": {"draft": asdict(draft.info), "target": asdict(target.info)},
         "seed": config.seed,
-        "problems": problems,
+        "problems": len(problems),
+        "questions": question_hashes(problems),
         "command": " ".join(sys.argv),
         "created_at": time.time(),
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                    "cpu": cpu_model()},
+                    "cpu": cpu_model(), "cores": machine_cores()},
+        # The budget every strategy spends, and how the engines spent it (engines/compute.py).
+        "compute": config.compute_plan().to_dict() if config.engine == "llama_cpp" else None,
     }
 
 
@@ -154,16 +173,29 @@ async def _run_job(
             assert config.calibration_file is not None
             expected = calibration_fingerprint(config, draft.info, target.info)
             bank = load_bank(config.calibration_file, expected, force=force_bank).tolist()
-        folder.prepare(manifest(config, draft, target, len(problems)), overwrite=overwrite)
-        outcome = await execute(
-            config, problems, draft, target, folder,
-            bank_scores=bank, retry_failed=retry_failed, show_progress=show_progress,
-        )
-        folder.update_manifest(last_session=asdict(outcome))
+            _check_perplexities(bank, config.calibration_file)
+        with folder.locked():
+            folder.prepare(manifest(config, draft, target, problems), overwrite=overwrite)
+            outcome = await execute(
+                config, problems, draft, target, folder,
+                bank_scores=bank, retry_failed=retry_failed, show_progress=show_progress,
+            )
+            folder.update_manifest(last_session=asdict(outcome))
         return outcome
     finally:
         if engines is None:
             await _close(draft, target)
+
+
+def _check_perplexities(scores: Sequence[float], path: str) -> None:
+    """A run's bank holds step perplexities, exp(-mean log p) >= 1 (docs/METHOD.md eq. 1);
+    lower values cannot come from `atts calibrate`, and judging against them would reject
+    the wrong steps."""
+    low = [s for s in scores if s < 1.0]
+    if low:
+        raise ValueError(f"{path}: {len(low)} of {len(scores)} scores are below 1 (e.g. "
+                         f"{min(low):g}), but perplexities are >= 1: the file was edited or "
+                         "holds another score; run `atts calibrate` again")
 
 
 def calibrate(
@@ -184,6 +216,9 @@ def calibrate(
             await _close(draft, target)
 
     scores, fingerprint = asyncio.run(job())
+    if not scores:  # every first step was empty: an empty bank could never reject anything
+        raise ValueError(f"no first step of the {len(problems)} pool problems could be scored; "
+                         f"nothing was written to {out}")
     return save_bank(out, scores, fingerprint), len(scores)
 
 
@@ -198,9 +233,9 @@ async def _calibration_scores(
 
     env = SampleEnv(
         config=config,
-        draft=GuardedEngine(draft, concurrency=config.draft_concurrency,
+        draft=GuardedEngine(draft, concurrency=config.concurrency("draft"),
                             max_retries=config.max_retries, backoff=config.retry_backoff),
-        target=GuardedEngine(target, concurrency=config.target_concurrency,
+        target=GuardedEngine(target, concurrency=config.concurrency("target"),
                              max_retries=config.max_retries, backoff=config.retry_backoff),
         calibrator=None,  # drafting and scoring need no bank
         prompt_ids=lambda q: target.render_chat(prompt.question_messages(q)),

@@ -8,7 +8,7 @@ conversation" as the prompt), so a restart keeps the calibration.
 
 ``RequestCalibrator`` is what the strategies call as ``env.calibrator`` for one request: the
 request's own thresholds (its alpha) against the shared bank.  The online conformal order holds
-(ATTS.md section 3): decide against the bank as it stands, then add the step's score.
+(docs/METHOD.md section 3): decide against the bank as it stands, then add the step's score.
 
 Warm-up policy: while the bank holds fewer than ``min_bank_size(alpha)`` scores no p-value can
 ever reach alpha, so there is no test to run.  Such a step gets ``p_value = None`` and the
@@ -165,13 +165,19 @@ class RequestCalibrator:
         return None  # no pre-pass: every sample drafts its own first step
 
     async def decide(
-        self, question_id: str, round_index: int, score: float, *, own_in_bank: bool
+        self,
+        question_id: str,
+        round_index: int,
+        score: float,
+        *,
+        own_in_bank: bool,
+        sample_index: int = 0,
     ) -> tuple[float | None, Decision]:
         snapshot = self._bank.snapshot()
         if snapshot.n < self._thresholds.min_bank_size:
             self.warmup_steps += 1
             return None, Decision.CONTINUE  # warm-up: see the module docstring
-        p = float(snapshot.p_value(score))  # (1 + #{s_i >= s}) / (n + 1), ATTS.md section 3
+        p = float(snapshot.p_value(score))  # (1 + #{s_i >= s}) / (n + 1), docs/METHOD.md section 3
         return p, self._thresholds.classify(p)
 
     def add(self, question_id: str, score: float) -> None:

@@ -127,9 +127,9 @@ class AttsService:
         self.bank = bank
         self.settings = settings
         self.metrics = ServeMetrics()
-        self.draft = GuardedEngine(draft, concurrency=config.draft_concurrency,
+        self.draft = GuardedEngine(draft, concurrency=config.concurrency("draft"),
                                    max_retries=config.max_retries, backoff=config.retry_backoff)
-        self.target = GuardedEngine(target, concurrency=config.target_concurrency,
+        self.target = GuardedEngine(target, concurrency=config.concurrency("target"),
                                     max_retries=config.max_retries, backoff=config.retry_backoff)
         self._slots = asyncio.Semaphore(config.max_active_samples)
         self._context_length = min(draft.info.context_length, target.info.context_length)

@@ -1,0 +1,374 @@
+"""The llama.cpp engine's decode loop: one context, one sequence per sample, batched decoding.
+
+Every sample in flight owns a sequence (``seq_id``) of one llama.cpp context, chosen by the
+``ContextPool`` so that it keeps its prefix cached.  One thread runs the loop:
+
+1. it starts the requests that arrived, each in an idle sequence: a score is evaluated at once
+   (one prefill of the step with every row's logits, ``score``); a generation prefills its
+   prompt and joins the decoding set;
+2. it decodes one token of *every* generation in the set in a single ``llama_decode`` call, a
+   batch with one row per sequence, and samples each sequence's next token from its row.
+
+That is how serving engines spend a CPU or a GPU on many samples: a decode step reads the
+weights once for the whole batch instead of once per sample.  On the team's 2-core Xeon the
+1.5B target decodes 15-19 tok/s one sequence at a time and 30-33 tok/s with four per call
+(``bench/bench_llama_anchor.py``; BENCHMARKS.md, "Equal hardware").
+
+Each sequence has its own KV buffer (``kv_unified = false``), so a row attends only to its
+own sequence's cells and a sample's numbers do not depend on which siblings are cached beside
+it: on the tiny model the tests find samples decoded together exactly equal to the same
+requests made alone.  (One shared buffer, ``kv_unified = true``, moved a step's scores by up to
+0.18 nat with the siblings resident; not taken.)  The price: llama.cpp computes a batch as one
+graph per run of consecutive ``seq_id``s ("sequential" split), so the batch goes in seq_id
+order and gaps cost.  Measured on the 0.5B draft, 8 sequences on 2 cores: 75 tok/s in order,
+39 shuffled (hence the sort), 37 for 5 sequences with gaps; one shared buffer gave 61 / 61 /
+47.  Target-only keeps nearly all its sequences decoding (few gaps); ATTS's draft engine has
+more, so this costs ATTS more than its baseline.
+
+Threads: with a ``ComputePool`` each decode call takes the cores that are free when it starts
+(at least one, at most ``max_threads``), so a draft and a target loop share the run's budget:
+whichever model has work uses the idle cores.  Requests and results cross threads through
+``concurrent.futures.Future``; a cancelled request is dropped at the next step.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from atts.engines._context_pool import ContextPool, Slot
+from atts.engines._sampling import sample_token, token_logprobs
+from atts.engines.base import EngineError, FinishReason, Generation, SamplingParams, StepScore
+from atts.engines.compute import ComputePool
+
+STOP = object()  # put on the queue by close()
+
+
+@dataclass
+class Request:
+    """A generation (``params`` set) or a scoring (``step`` set) waiting for a sequence."""
+
+    ids: list[int]  # the prompt, or the prefix followed by the step
+    future: Future[Any]
+    params: SamplingParams | None = None
+    prefix_len: int = 0  # scoring: where the step starts
+
+
+@dataclass
+class Decoding:
+    """A generation in the decoding set."""
+
+    request: Request
+    slot: Slot
+    cached: int
+    started: float
+    rng: np.random.Generator
+    out: list[int] = field(default_factory=list)
+    text: bytes = b""
+
+
+class DecodeLoop:
+    def __init__(self, lib: Any, internals: Any, model: Any, *, n_seq: int, n_ctx: int,
+                 n_batch: int, score_chunk: int, max_threads: int, compute: ComputePool | None,
+                 flash_attn: bool, piece: Callable[[int], bytes], verbose: bool) -> None:
+        self._lib, self._model, self._piece = lib, model, piece
+        self._n_vocab = model.n_vocab()
+        self._n_batch, self._score_chunk = n_batch, score_chunk
+        self._max_threads, self._compute = max_threads, compute
+        params = internals.LlamaContext.default_params()
+        params.n_ctx = n_ctx * n_seq  # split evenly: each sequence holds n_ctx tokens
+        params.n_seq_max = n_seq
+        params.kv_unified = False
+        params.n_batch = params.n_ubatch = max(n_batch, n_seq)
+        # The logits buffer holds n_outputs_max x vocab floats (150k vocab: 0.6 MB per row).
+        params.n_outputs_max = max(score_chunk, n_seq)
+        params.n_threads = params.n_threads_batch = max_threads
+        params.no_perf = True
+        # Off by default: on CPU, flash attention makes a token's logits depend on how the
+        # sequence was split into batches (0.5 nat per token measured on SmolLM2), so a step's
+        # score would depend on the cache history.  Without it, the tiny model's scores equal
+        # a single-batch evaluation exactly (tests/test_engine_llama_cpp.py).
+        params.flash_attn_type = (lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                  else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        self._ctx = internals.LlamaContext(model=model, params=params, verbose=verbose)
+        self._batch = internals.LlamaBatch(n_tokens=max(n_batch, n_seq), embd=0, n_seq_max=1,
+                                           verbose=verbose)
+        self.pool: ContextPool = ContextPool(n_seq, lambda: Slot(len(self.pool.slots)))
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._waiting: list[Request] = []
+        self._decoding: list[Decoding] = []
+        self.peak_batch = 0  # the most sequences one decode call has carried
+        self._lock = threading.Lock()  # orders submit() against the loop's end
+        self._dead: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="atts-llama", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: Request) -> None:
+        with self._lock:
+            if self._dead is not None:
+                _settle(request.future, error=self._dead)
+                return
+            self._queue.put(request)
+
+    def close(self) -> None:
+        self._queue.put(STOP)
+        self._thread.join()
+        self._drain(EngineError("the engine was closed"))
+        self._ctx.close()
+        self._batch.close()
+
+    def _drain(self, error: Exception) -> None:
+        """Fail every request still queued, and refuse new ones with ``error``."""
+        with self._lock:
+            self._dead = error
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+                if item is not STOP:
+                    _settle(item.future, error=error)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as err:  # a bug in the loop must fail the callers, not hang them
+            failure = EngineError(f"the llama.cpp decode loop stopped: {err!r}")
+            self._fail_all(failure)
+            self._drain(failure)
+            raise
+
+    def _serve(self) -> None:
+        while True:
+            # Block only when nothing is decoding; otherwise take what has arrived and go on.
+            incoming = [self._queue.get()] if not self._decoding and not self._waiting else []
+            while True:
+                try:
+                    incoming.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if STOP in incoming:
+                self._waiting += [r for r in incoming if r is not STOP]
+                self._fail_all(EngineError("the engine was closed"))
+                return
+            self._waiting += incoming
+            self._start_waiting()
+            if self._decoding:
+                self._guarded(self._decoding, self._step)
+
+    def _start_waiting(self) -> None:
+        """Start waiting requests, oldest first, while idle sequences remain.  A score runs to
+        its end when it starts, so while generations are decoding at most one score starts
+        between two decode steps: the batch is held up by one score, not by a queue of them."""
+        scored = False
+        for request in list(self._waiting):
+            if not self.pool.has_idle():
+                break
+            is_score = request.params is None
+            if is_score and scored and self._decoding:
+                continue
+            self._waiting.remove(request)
+            if request.future.cancelled():
+                continue
+            scored = scored or is_score
+            slot, shared = self.pool.acquire(request.ids)
+            self._guarded_start(request, slot, shared)
+
+    def _guarded_start(self, request: Request, slot: Slot, shared: int) -> None:
+        start = self._score if request.params is None else self._begin
+        try:
+            keep = start(request, slot, shared)
+        except Exception as err:  # the request fails alone; the loop goes on
+            self._clear(slot)
+            self.pool.give_back(slot)
+            _settle(request.future, error=err)
+            return
+        if not keep:
+            self.pool.give_back(slot)
+
+    def _guarded(self, active: list[Decoding], step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception as err:  # a failed batch fails its generations, not the loop
+            for item in active:
+                self._clear(item.slot)
+                self.pool.give_back(item.slot)
+                _settle(item.request.future, error=err)
+            self._decoding = []
+
+    def _fail_all(self, error: Exception) -> None:
+        for item in self._decoding:
+            _settle(item.request.future, error=error)
+        for request in self._waiting:
+            _settle(request.future, error=error)
+        self._decoding, self._waiting = [], []
+
+    # -- llama.cpp calls -------------------------------------------------------------------------
+
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+        """One ``llama_decode`` of (token, position, seq_id, wants_logits) rows, on the cores
+        the budget has free."""
+        batch = self._batch.batch
+        batch.n_tokens = len(items)
+        for i, (token, pos, seq, logits) in enumerate(items):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = (token, pos, 1,
+                                                                                 logits)
+            batch.seq_id[i][0] = seq
+        if self._compute is None:
+            code = self._lib.llama_decode(self._ctx.ctx, batch)
+        else:
+            with self._compute.hold_up_to(self._max_threads) as threads:
+                self._ctx.set_n_threads(threads, threads)
+                code = self._lib.llama_decode(self._ctx.ctx, batch)
+        if code != 0:
+            raise EngineError(f"llama_decode failed with code {code}")
+
+    def _row(self, i: int) -> np.ndarray:
+        """Row ``i`` of the last decode: a view of llama.cpp's buffer, read before the next
+        decode overwrites it (copying 0.6 MB per sequence per token cost 10% of a batch)."""
+        ptr = self._lib.llama_get_logits_ith(self._ctx.ctx, i)
+        if not ptr:
+            raise EngineError(f"llama.cpp returned no logits for batch row {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+
+    def _rows(self, n: int) -> np.ndarray:
+        """Every row of a batch that asked for all of them: llama.cpp stores them contiguously
+        in batch order, so this is a view of its buffer (valid until the next decode)."""
+        ptr = self._lib.llama_get_logits(self._ctx.ctx)
+        if not ptr:
+            raise EngineError("llama.cpp returned no logits for the scored batch")
+        return np.ctypeslib.as_array(ptr, shape=(n, self._n_vocab))
+
+    def _clear(self, slot: Slot) -> None:
+        self._ctx.kv_cache_seq_rm(slot.seq, 0, -1)
+        slot.tokens = []
+
+    def _truncate(self, slot: Slot, keep: int) -> None:
+        if len(slot.tokens) > keep:
+            if not self._ctx.kv_cache_seq_rm(slot.seq, keep, -1):
+                self._clear(slot)
+                return
+            del slot.tokens[keep:]
+
+    def _extend(self, slot: Slot, ids: list[int], end: int, last_logits: bool) -> None:
+        """Bring the sequence's cache to ``ids[:end]`` in chunks of ``n_batch``; the last
+        chunk's last row keeps its logits when ``last_logits``."""
+        for lo in range(len(slot.tokens), end, self._n_batch):
+            chunk = ids[lo:min(end, lo + self._n_batch)]
+            final = lo + len(chunk) == end
+            self._decode([(t, lo + i, slot.seq, last_logits and final and i == len(chunk) - 1)
+                          for i, t in enumerate(chunk)])
+            slot.tokens.extend(chunk)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _score(self, request: Request, slot: Slot, shared: int) -> bool:
+        t0 = time.perf_counter()
+        full, n_prefix = request.ids, request.prefix_len
+        # Logits are not cached, so the prefix's last token is always evaluated again: its row
+        # gives log p(step[0] | prefix).
+        cached = min(shared, n_prefix - 1)
+        self._truncate(slot, cached)
+        self._extend(slot, full, n_prefix - 1, last_logits=False)
+        logprobs: list[float] = []
+        # Batch row i holds the distribution of the token after position lo + i (log p(x_j |
+        # x_<j) = log_softmax(z_{j-1})[x_j]); the last step token itself needs no row.
+        for lo in range(n_prefix - 1, len(full) - 1, self._score_chunk):
+            hi = min(len(full) - 1, lo + self._score_chunk)
+            self._decode([(full[j], j, slot.seq, True) for j in range(lo, hi)])
+            slot.tokens.extend(full[lo:hi])
+            logprobs.extend(token_logprobs(self._rows(hi - lo), full[lo + 1:hi + 1]).tolist())
+        _settle(request.future, StepScore(tuple(logprobs), cached_tokens=cached,
+                                          seconds=time.perf_counter() - t0))
+        return False
+
+    def _begin(self, request: Request, slot: Slot, shared: int) -> bool:
+        """Prefill a generation's prompt and sample its first token; True if it decodes on."""
+        assert request.params is not None
+        t0 = time.perf_counter()
+        prompt = request.ids
+        cached = min(shared, len(prompt) - 1)
+        self._truncate(slot, cached)
+        # cached < len(prompt): at least the last prompt token is evaluated, and its row is
+        # the distribution of the first new token.
+        self._extend(slot, prompt, len(prompt), last_logits=True)
+        row = self._row(self._batch.batch.n_tokens - 1)
+        item = Decoding(request, slot, cached, t0, np.random.default_rng(request.params.seed))
+        if self._advance(item, row):
+            self._decoding.append(item)
+            return True
+        return False
+
+    def _step(self) -> None:
+        """One token of every decoding generation, in one batch."""
+        # One look at each future: a cancel from the event loop between two looks would hand a
+        # sequence back and still decode in it.
+        cancelled = [d.request.future.cancelled() for d in self._decoding]
+        for item, gone in zip(self._decoding, cancelled, strict=True):
+            if gone:
+                self.pool.give_back(item.slot)
+        # In seq_id order: llama.cpp computes each run of consecutive seq_ids as one graph.
+        live = sorted((d for d, gone in zip(self._decoding, cancelled, strict=True) if not gone),
+                      key=lambda d: d.slot.seq)
+        self._decoding = live
+        if not live:
+            return
+        self.peak_batch = max(self.peak_batch, len(live))
+        self._decode([(d.out[-1], len(d.slot.tokens), d.slot.seq, True) for d in live])
+        rows = [self._row(i) for i in range(len(live))]
+        still = []
+        for item, row in zip(live, rows, strict=True):
+            item.slot.tokens.append(item.out[-1])
+            if self._advance(item, row):
+                still.append(item)
+            else:
+                self.pool.give_back(item.slot)
+        self._decoding = still
+
+    def _advance(self, item: Decoding, row: np.ndarray) -> bool:
+        """Sample the next token of a generation from its row; settle it when it ends."""
+        params = item.request.params
+        assert params is not None
+        token = sample_token(row, params.temperature, params.top_p, item.rng)
+        item.out.append(token)
+        finish: FinishReason | None = None
+        if self._lib.llama_vocab_is_eog(self._model.vocab, token):
+            finish = "eos"
+        else:
+            before = len(item.text.decode("utf-8", errors="ignore"))
+            item.text += self._piece(token)
+            decoded = item.text.decode("utf-8", errors="ignore")
+            if any(decoded.find(s, max(0, before - len(s))) >= 0 for s in params.stop if s):
+                finish = "stop"
+            elif len(item.out) >= params.max_tokens:
+                finish = "length"
+        if finish is None:
+            return True
+        text = b"".join(self._piece(t) for t in item.out).decode("utf-8", errors="replace")
+        _settle(item.request.future, Generation(
+            token_ids=tuple(item.out), text=text, finish_reason=finish,
+            prompt_tokens=len(item.request.ids), cached_tokens=item.cached,
+            seconds=time.perf_counter() - item.started,
+        ))
+        return False
+
+
+def _settle(future: Future[Any], result: Any = None, *, error: BaseException | None = None
+            ) -> None:
+    """Resolve a request's future unless its caller cancelled it meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
