@@ -5,9 +5,11 @@ run on), so a comparison between strategies is one at equal hardware.  The budge
 cores shared by the draft and the target engine.  Each engine decodes all its samples' next
 tokens in one batched ``llama_decode`` call (``_llama_loop.py``), and each call takes the cores
 that are free when it starts: a single-model strategy runs every call on every core; under
-ATTS a draft call and a target call that overlap split the cores, and whichever model has work
-while the other waits takes them all, instead of one core pinned to each model idling while
-its model waits.
+ATTS whichever model has work takes the free cores, instead of one core pinned to each model
+idling while its model waits.  There is no queue order: with both engines busy a call usually
+finds every core free and takes them all, so the two tend to alternate on two threads rather
+than run side by side on one each (which decodes 10-20% faster on these CPUs; a fairer split is
+future work, measured in BENCHMARKS.md section 0).
 
 Measured on the team's 2-core Xeon (``bench/bench_llama_anchor.py``; BENCHMARKS.md, "Equal
 hardware"): the 1.5B target decodes 15 tok/s on one context with two threads, 17.5-19 with two
@@ -65,8 +67,8 @@ class ComputePool:
     @contextmanager
     def hold_up_to(self, most: int) -> Iterator[int]:
         """Wait for one free core, then take every other free one up to ``most``; yields how
-        many were taken.  A decode call that starts while the other engine is idle runs on
-        every core; two that overlap split them."""
+        many were taken.  A call that starts while the other engine computes gets what is
+        left; waiters are not served in order."""
         if most < 1:
             raise ValueError(f"a call needs at least one core, asked for {most}")
         with self._changed:
