@@ -37,7 +37,6 @@ from atts.conformal import min_bank_size
 from atts.runner.run_folder import RunFolder
 
 BASELINE = "target_only"
-POOLED = "budget of "  # how budget_of() starts for runs with a compute plan
 RSS_LOG = "rss_samples.log"
 
 
@@ -208,6 +207,7 @@ class Done:
     span: tuple[float, float]  # unix time: its first sample started, its last finished
     cpu: str  # the processor its manifest names ("not recorded" before 2026-11-29)
     budget: str  # the compute budget its manifest names ("1 thread per engine" before it)
+    batched: bool  # run with a compute plan: batched engines, overlapping call seconds
     cores_used: float | None  # (user + sys CPU) / wall of its last session, when recorded
 
 
@@ -237,7 +237,7 @@ def finished_runs(args: argparse.Namespace) -> list[Done]:
                 out.append(Done(name, int(limit or 6), folder.parent.name,
                                 int(folder.name[3:]), folder,
                                 summarize_run(load_run(folder, grader)), span, cpu,
-                                budget_of(manifest),
+                                budget_of(manifest), bool(manifest.get("compute")),
                                 manifest.get("last_session", {}).get("cores_used")))
     return out
 
@@ -252,7 +252,7 @@ def budget_of(manifest: dict[str, Any]) -> str:
     shares = [f"{role} up to {plan[role]['threads']} threads"
               + (" from the pool" if plan[role]["pooled"] else " of its own")
               for role in ("draft", "target")]
-    return f"{POOLED}{plan['cores']} cores, batched engines ({', '.join(shares)})"
+    return f"budget of {plan['cores']} cores, batched engines ({', '.join(shares)})"
 
 
 def accuracy_difference(run: dict[str, Any], base: dict[str, Any], key: str) -> str:
@@ -315,7 +315,7 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
     # costs: no bound from a run's own rates then (BENCHMARKS.md section 0 gives it from the
     # engine benchmark instead).
     bounds = [b for e in entries if e.repeat in base and label != BASELINE
-              and not e.budget.startswith(POOLED)
+              and not e.batched
               for b in [_bound(e.summary, base[e.repeat])] if b is not None]
     bound_text, eff_text = "-", "-"
     if bounds:

@@ -85,7 +85,6 @@ class LlamaCppEngine:
         from llama_cpp import _internals, _logger
 
         self._lib = llama_cpp
-        self._internals = _internals
         _logger.set_verbose(verbose)
         llama_cpp.llama_backend_init()
 
@@ -97,10 +96,8 @@ class LlamaCppEngine:
                              f"{compute.cores} cores")
         self._n_threads = n_threads or (compute.cores if compute else _default_threads())
         self._compute = compute
-        self._n_batch = n_batch
         self._score_chunk = min(score_chunk, n_batch)
         self._n_contexts = n_contexts
-        self._verbose = verbose
         self._flash_attn = flash_attn
         model_params = _internals.LlamaModel.default_params()
         model_params.n_gpu_layers = n_gpu_layers
