@@ -12,7 +12,8 @@ efficiency (measured speedup / bound).
     .venv/bin/python bench/bench_strategies.py --datasets gsm8k:6 \
         --strategies atts target_only draft_only sync --repeats 2
 Sweeps: ``--alphas 0.1 0.25 0.4``, ``--calibrations question marginal``, ``--modes continue
-regenerate``, ``--strata none round`` (round: marginal calibration only).  ``--report-only``
+regenerate``, ``--strata none round`` (round: marginal or adaptive calibration), ``--scores ppl
+tail_mean`` (atts), ``--judge-thresholds 7`` (the judge strategy).  ``--report-only``
 grades and writes without running.  BENCHMARKS.md section 7 lists the full set.  Repeats reuse
 ``--seed``, so they repeat the same work (timing noise); accuracy columns show each repeat's
 value only where they differ.  ``--section`` names the BENCHMARKS.md section written.
@@ -34,6 +35,7 @@ from typing import Any
 
 from atts.config import RunConfig
 from atts.conformal import min_bank_size
+from atts.conformal.scores import SCORES
 from atts.runner.run_folder import RunFolder
 
 BASELINE = "target_only"
@@ -49,15 +51,20 @@ class Job:
     calibration: str
     mode: str  # continue | regenerate
     repeat: int
-    strata: str = "none"  # round: one bank per round index (marginal calibration only)
+    strata: str = "none"  # round: one bank per round index (marginal or adaptive)
+    score: str = "ppl"  # atts: the nonconformity score (atts.conformal.scores)
+    threshold: int = 7  # judge: the rating at or above which a draft step is kept
 
     @property
     def label(self) -> str:
         if self.strategy == "atts":
             strata = "" if self.strata == "none" else f"-{self.strata}"
-            return f"atts-a{self.alpha:g}-{self.calibration}{strata}-{self.mode}"
+            score = "" if self.score == "ppl" else f"-{self.score}"
+            return f"atts-a{self.alpha:g}-{self.calibration}{strata}{score}-{self.mode}"
         if self.strategy == "sync":
             return f"sync-b{self.alpha:g}"
+        if self.strategy == "judge":
+            return f"judge-t{self.threshold}"
         return self.strategy
 
     def folder(self, root: Path, samples: int) -> Path:
@@ -74,8 +81,10 @@ class Job:
                 alpha=self.alpha, calibration=self.calibration,
                 alpha_discard=self.alpha if self.mode == "regenerate" else 0.0,
                 calibration_m=max(args.samples, needed), warmup=max(8, needed),
-                strata=self.strata,
+                strata=self.strata, score=self.score,
             )
+        if self.strategy == "judge":
+            values["judge_threshold"] = self.threshold
         if self.strategy == "sync":
             # The synchronous baseline sends the B = alpha x N worst-scored steps of each round
             # to the target (the paper's budget form alpha = B / m).
@@ -90,10 +99,13 @@ def jobs(args: argparse.Namespace) -> list[Job]:
         for repeat in range(args.repeats):
             for strategy in args.strategies:
                 if strategy == "atts":
-                    out += [Job(name, int(limit or 6), "atts", a, c, m, repeat, strata)
+                    out += [Job(name, int(limit or 6), "atts", a, c, m, repeat, strata, score)
                             for a in args.alphas for c in args.calibrations for m in args.modes
-                            for strata in args.strata
-                            if strata == "none" or c == "marginal"]
+                            for strata in args.strata for score in args.scores
+                            if strata == "none" or c in ("marginal", "adaptive")]
+                elif strategy == "judge":
+                    out += [Job(name, int(limit or 6), "judge", 0.25, "question", "regenerate",
+                                repeat, threshold=t) for t in args.judge_thresholds]
                 elif strategy == "sync":
                     out += [Job(name, int(limit or 6), "sync", a, "question", "continue", repeat)
                             for a in args.alphas]
@@ -338,10 +350,13 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
 
     ci = first.get("pass@1_ci95")
     ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    maj_ci = first.get(f"maj@{n}_ci95")
+    maj_ci_text = f" [{maj_ci[0]:.2f}, {maj_ci[1]:.2f}]" if maj_ci else ""
     diff = (accuracy_difference(first, base[entries[0].repeat], "pass@1")
             if entries[0].repeat in base and label != BASELINE else "-")
     used = [e.cores_used for e in entries if e.cores_used is not None]
-    return (f"| {label} | {len(entries)} | {each('pass@1')}{ci_text} | {each(f'maj@{n}')} "
+    return (f"| {label} | {len(entries)} | {each('pass@1')}{ci_text} "
+            f"| {each(f'maj@{n}')}{maj_ci_text} "
             f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
             f"| {_fmt(_median(ratios), '.2f', 'x')} | {diff} "
             f"| {' / '.join(f'{u:.2f}' for u in used) or '-'} "
@@ -372,8 +387,8 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
     for (dataset, limit), labels in groups.items():
         base = {e.repeat: e.summary for e in labels.get(BASELINE, [])}
         lines += [f"### {dataset}, {limit} problems x N = {args.samples}", "",
-                  "| run | reps | pass@1 [95% CI] | maj@N | wall s (each) | wall s (median) "
-                  "| speedup vs target_only | pass@1 minus target_only [95% CI] "
+                  "| run | reps | pass@1 [95% CI] | maj@N [95% CI] | wall s (each) "
+                  "| wall s (median) | speedup vs target_only | pass@1 minus target_only [95% CI] "
                   "| cores used | rejected (95% CI) vs alpha | draft decode / "
                   "target score / target decode tokens | engine ms per token dd / ts / td "
                   "(each rep) | bound (overlap / serial) | efficiency | mean load "
@@ -394,15 +409,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["gsm8k:6"], metavar="NAME:LIMIT")
     parser.add_argument("--strategies", nargs="+", default=["atts", "target_only"],
-                        choices=["atts", "target_only", "draft_only", "sync"])
+                        choices=["atts", "target_only", "draft_only", "sync", "judge"])
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--alphas", nargs="+", type=float, default=[0.25])
     parser.add_argument("--calibrations", nargs="+", default=["question"],
-                        choices=["question", "marginal"])
+                        choices=["question", "marginal", "adaptive"])
     parser.add_argument("--modes", nargs="+", default=["continue"],
                         choices=["continue", "regenerate"])
     parser.add_argument("--strata", nargs="+", default=["none"], choices=["none", "round"],
-                        help="round: one bank per round index (with --calibrations marginal)")
+                        help="round: one bank per round index (with --calibrations marginal or "
+                        "adaptive)")
+    parser.add_argument("--scores", nargs="+", default=["ppl"], choices=list(SCORES),
+                        help="atts: the nonconformity scores to sweep")
+    parser.add_argument("--judge-thresholds", nargs="+", type=int, default=[7],
+                        help="judge: the ratings at or above which a draft step is kept")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cores", type=int, default=None,

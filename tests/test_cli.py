@@ -106,6 +106,31 @@ def test_a_real_run_on_the_tiny_model(tmp_path, tiny_model):
         assert row["tokens"]["target_score"] == sum(s["tokens"] for s in judged)
 
 
+@pytest.mark.parametrize("choice", [["--score", "llr"], ["--strategy", "judge"]])
+def test_llr_and_the_judge_run_for_real_on_the_tiny_model(tmp_path, tiny_model, choice):
+    """The two paths a fake engine cannot prove: the draft's own log-probabilities from a real
+    generation (llr), and a real target rating steps (judge)."""
+    out = tmp_path / "tiny"
+    code = main([
+        "run", "--draft", "smollm2-135m", "--target", "smollm2-135m", "--limit", "1",
+        "--samples", "4", "--rounds", "2", "--draft-tokens", "16", "--target-tokens", "16",
+        "--max-active-samples", "4", *choice, "--out", str(out), "--no-progress",
+        "--no-report",
+    ])
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    judged = [s for r in rows for s in r["steps"] if s["author"] == "draft" and s["decision"]]
+    assert judged
+    if choice[0] == "--strategy":  # ratings 0-9, or None when the model wrote no digit
+        assert all(s["score"] is None or s["score"] in range(10) for s in judged)
+        assert {s["decision"] for s in judged} <= {"accept", "regenerate"}
+    else:
+        assert all(s["score"] is not None and 0 < s["p_value"] <= 1 for s in judged)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["config"]["score"] == choice[1]
+
+
 def test_calibrate_then_run_from_the_bank_file_checks_its_fingerprint(tmp_path, capsys):
     bank = tmp_path / "bank.json"
     assert main(["calibrate", "--engine", "fake", "--pool", "gsm8k_train", "--pool-limit", "12",
@@ -130,6 +155,13 @@ def test_calibrate_then_run_from_the_bank_file_checks_its_fingerprint(tmp_path, 
     bank.write_text(json.dumps(saved))
     assert main([*run, "--out", str(tmp_path / "d")]) == 2
     assert "1 of 12 scores are below 1 (e.g. -3)" in capsys.readouterr().err
+    # A bank of perplexities judging another score: refused even with --force-bank.
+    saved["scores"] = sorted(abs(v) + 1 for v in saved["scores"])
+    bank.write_text(json.dumps(saved))
+    assert main([*run, "--score", "max_surprisal", "--force-bank",
+                 "--out", str(tmp_path / "f")]) == 2
+    assert "holds ppl scores, but this run judges steps by max_surprisal" in (
+        capsys.readouterr().err)
     # A directory given as the bank: one line, not a traceback.
     assert main([*run[:-4], "--calibration-file", str(tmp_path), "--no-progress", "--no-report",
                  "--out", str(tmp_path / "e")]) == 2

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from atts.conformal import min_bank_size
+from atts.conformal.scores import DEFAULT_TAIL_K, SCORES, score_rule
 from atts.engines.compute import ComputePlan, machine_cores, plan_compute
 
-STRATEGIES = ("atts", "sync", "target_only", "draft_only")
+STRATEGIES = ("atts", "sync", "target_only", "draft_only", "judge")
 CALIBRATIONS = ("question", "marginal", "file", "adaptive")
 STRATA = ("none", "round", "question_round")
 PVALUES = ("deterministic", "smoothed")
@@ -31,6 +32,7 @@ FORCE_AUTHORS = ("auto", "target", "draft", "none")
 CHOICES: dict[str, tuple[str, ...]] = {
     "strategy": STRATEGIES, "calibration": CALIBRATIONS, "strata": STRATA, "pvalue": PVALUES,
     "adaptive_strata": ADAPTIVE_STRATA, "engine": ENGINES, "force_answer": FORCE_AUTHORS,
+    "score": SCORES,
 }
 
 
@@ -52,6 +54,12 @@ class RunConfig:
     alpha: float = 0.25  # reject (hand to the target) iff p <= alpha
     alpha_discard: float = 0.0  # regenerate instead of continue iff p <= alpha_discard
     sync_budget: int = 1  # sync: the B worst-scored steps of each round go to the target
+    # The nonconformity score of a draft step (atts.conformal.scores): ppl | max_surprisal |
+    # tail_mean (the mean of the score_k largest token surprisals) | llr (draft - target).
+    score: str = "ppl"
+    score_k: int = DEFAULT_TAIL_K
+    # judge (SpecReason): the target rates each draft step 0-9; below this it regenerates it.
+    judge_threshold: int = 7
 
     # Calibration (docs/METHOD.md section 3).
     calibration: str = "question"  # question | marginal | file | adaptive
@@ -117,6 +125,16 @@ class RunConfig:
             self.calibration in CALIBRATIONS,
             "calibration",
             f"choose one of {', '.join(CALIBRATIONS)}",
+        )
+        _check(self.score in SCORES, "score", f"choose one of {', '.join(SCORES)}")
+        _check(self.score_k >= 1, "score_k", f"must be >= 1, got {self.score_k}")
+        _check(0 <= self.judge_threshold <= 9, "judge_threshold",
+               f"must lie in [0, 9] (the rating is one digit), got {self.judge_threshold}")
+        _check(
+            not (score_rule(self.score).needs_draft_logprobs and self.engine in REMOTE_ENGINES),
+            "score",
+            f"score={self.score} needs the draft's log-probabilities from its generation, which "
+            f"the remote engines do not return yet; use ppl, max_surprisal or tail_mean",
         )
         _check(self.strata in STRATA, "strata", f"choose one of {', '.join(STRATA)}")
         _check(self.pvalue in PVALUES, "pvalue", f"choose one of {', '.join(PVALUES)}")
@@ -225,6 +243,11 @@ class RunConfig:
         if explicit is not None:
             return explicit
         return 2 if self.engine in REMOTE_ENGINES else self.max_active_samples
+
+    @property
+    def draft_logprobs(self) -> bool:
+        """Whether draft steps must carry the draft's own log-probabilities (the llr score)."""
+        return score_rule(self.score).needs_draft_logprobs
 
     @property
     def forced_answer_author(self) -> str | None:

@@ -1,8 +1,9 @@
 """`atts calibrate`: build a calibration bank on a pool disjoint from the test sets.
 
-The bank holds target perplexities of draft first steps, saved with a fingerprint of both
-models, the prompt and the step settings; `atts run --calibration file --calibration-file F`
-refuses a bank whose fingerprint does not match (unless --force-bank).
+The bank holds the scores of draft first steps under the target (`--score`, by default the step
+perplexity), saved with a fingerprint of the score, both models, the prompt and the step
+settings; `atts run --calibration file --calibration-file F` refuses a bank whose fingerprint
+does not match (unless --force-bank; a bank of another score is refused even then).
 """
 
 from __future__ import annotations

@@ -44,6 +44,11 @@ HELP = {
     "target_concurrency": "target calls in flight (unset: max_active_samples in-process, "
                           "2 remote)",
     "sync_budget": "sync: the B worst-scored steps of each round go to the target",
+    "score": "nonconformity score of a draft step: ppl (step perplexity), max_surprisal "
+             "(least likely token), tail_mean (mean of the score_k least likely), llr "
+             "(draft minus target log-probability)",
+    "score_k": "tail_mean: how many of the step's least likely tokens it averages",
+    "judge_threshold": "judge: the target's 0-9 rating at or above which a draft step is kept",
     "warmup": "marginal / adaptive: scores pooled before the first decision",
     "grow_bank": "add every judged draft step's score to the bank after its decision",
     "strata": "Mondrian strata: one online bank per round (marginal or adaptive)",

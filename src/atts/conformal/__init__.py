@@ -6,13 +6,16 @@ No model code lives here (numpy only), so everything can be tested on plain scor
 - `decision`: `Decision`, `Thresholds` (ordinal levels, section 4) and `alpha_for_budget`;
 - `bank`: `CalibrationBank`, `BankSnapshot`, `BankSet` (marginal / question / round strata),
   copy-on-write so concurrent tasks and threads always decide on a consistent snapshot;
-- `persistence`: `save_bank` / `load_bank` with a fingerprint of models, prompt and settings.
+- `scores`: the nonconformity scores of a draft step (ppl, max_surprisal, tail_mean, llr);
+- `persistence`: `save_bank` / `load_bank` with a fingerprint of score, models, prompt and
+  settings.
 """
 
 from atts.conformal.bank import BANK_MODES, BankKey, BankSet, BankSnapshot, CalibrationBank
 from atts.conformal.decision import Decision, Thresholds, alpha_for_budget
 from atts.conformal.persistence import (
     BankMismatchError,
+    ScoreMismatchError,
     fingerprint_digest,
     load_bank,
     make_fingerprint,
@@ -28,6 +31,7 @@ __all__ = [
     "BankSnapshot",
     "CalibrationBank",
     "Decision",
+    "ScoreMismatchError",
     "Thresholds",
     "alpha_for_budget",
     "check_bank_size",

@@ -32,6 +32,7 @@ __all__ = [
     "BANK_FORMAT",
     "BANK_FORMAT_VERSION",
     "BankMismatchError",
+    "ScoreMismatchError",
     "fingerprint_digest",
     "load_bank",
     "make_fingerprint",
@@ -133,6 +134,38 @@ def _unreadable(path: Path, why: str) -> ValueError:
     )
 
 
+class ScoreMismatchError(BankMismatchError):
+    """A saved bank holds another nonconformity score than the one asked for; forcing cannot
+    help, since p-values of one score against a bank of another mean nothing."""
+
+
+# Banks written before fingerprints named their score held step perplexities.
+_SCORE_BEFORE_NAMING = "ppl"
+
+
+def _check_score(source: Path, saved: dict[str, str], expected: Mapping[str, str]
+                 ) -> dict[str, str]:
+    """Refuse a bank of another score (never forceable); the saved fingerprint with its score
+    named, for the comparison of the other keys."""
+    if "score" not in expected:
+        return saved
+    held = saved.get("score", _SCORE_BEFORE_NAMING)
+    if held != expected["score"]:
+        raise ScoreMismatchError(
+            f"calibration bank {source} holds {held} scores, but this run judges steps by "
+            f"{expected['score']}; build a bank of that score (`atts calibrate "
+            f"{_flags(expected['score'])}`) or run with {_flags(held)}",
+            ("score",),
+        )
+    return {**saved, "score": held}
+
+
+def _flags(label: str) -> str:
+    """The command-line flags that select a score label such as ``tail_mean:k=8``."""
+    name, _, k = label.partition(":k=")
+    return f"--score {name}" + (f" --set score_k={k}" if k else "")
+
+
 def load_bank(
     path: str | os.PathLike[str],
     fingerprint: Mapping[str, str] | None = None,
@@ -142,7 +175,8 @@ def load_bank(
     """Read a bank saved by `save_bank`: its sorted scores as a float64 array.
 
     With `fingerprint` given, every key must match the saved one, else `BankMismatchError`
-    (a ValueError) names the differing keys; `force=True` loads anyway with a warning.
+    (a ValueError) names the differing keys; `force=True` loads anyway with a warning, except
+    for a bank of another score (`ScoreMismatchError`, never forced).
     """
     source = Path(path)
     try:
@@ -178,6 +212,7 @@ def load_bank(
 
     if fingerprint is not None:
         expected = _check_fingerprint(fingerprint)
+        saved = _check_score(source, saved, expected)
         differing = tuple(
             sorted(k for k in saved.keys() | expected.keys() if saved.get(k) != expected.get(k))
         )

@@ -72,6 +72,7 @@ class Decoding:
     rng: np.random.Generator
     out: list[int] = field(default_factory=list)
     text: bytes = b""
+    logprobs: list[float] = field(default_factory=list)  # params.logprobs: one per out token
 
 
 class DecodeLoop:
@@ -340,6 +341,8 @@ class DecodeLoop:
         assert params is not None
         token = sample_token(row, params.temperature, params.top_p, item.rng)
         item.out.append(token)
+        if params.logprobs:
+            item.logprobs.append(float(token_logprobs(row[None, :], [token])[0]))
         finish: FinishReason | None = None
         if self._lib.llama_vocab_is_eog(self._model.vocab, token):
             finish = "eos"
@@ -358,6 +361,7 @@ class DecodeLoop:
             token_ids=tuple(item.out), text=text, finish_reason=finish,
             prompt_tokens=len(item.request.ids), cached_tokens=item.cached,
             seconds=time.perf_counter() - item.started,
+            logprobs=tuple(item.logprobs) if params.logprobs else None,
         ))
         return False
 

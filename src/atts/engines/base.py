@@ -36,6 +36,9 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Also return log p(token) of every generated token under the model's own distribution
+    # (temperature 1, before top-p): the draft side of the llr score (atts.conformal.scores).
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -61,6 +64,7 @@ class Generation:
     prompt_tokens: int
     cached_tokens: int = 0  # prompt tokens served from a cache (not re-evaluated)
     seconds: float = 0.0
+    logprobs: tuple[float, ...] | None = None  # one per token id, when params.logprobs asked
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ step text for scoring, the sampling parameters):
 - ``step``: the text of the next step (``generate``); a text ending in ``<|im_end|>`` ends the
   message (finish "eos", the EOS id last in the step's ids);
 - ``score``: the mean log-probability of a step (``score``); every step token gets that value,
-  so the step's perplexity is ``exp(-value)``;
+  so the step's perplexity is ``exp(-value)``; asked with ``SamplingParams(logprobs=True)``, a
+  generation's tokens get the value of the same callable (its call's kind is "generate");
 - ``delay``: seconds to sleep before answering (``asyncio.sleep``: it yields, like a real engine
   waiting on its worker thread).
 
@@ -117,8 +118,10 @@ class FakeEngine:
         finally:
             self._leave(call, started)
         ids = tuple(self.tokenize(text)) + ((EOS_ID,) if finish == "eos" else ())
+        logprobs = (float(self._score(call)),) * len(ids) if params.logprobs else None
         return Generation(
-            ids, text, finish, prompt_tokens=len(prompt_ids), seconds=time.monotonic() - started
+            ids, text, finish, prompt_tokens=len(prompt_ids), seconds=time.monotonic() - started,
+            logprobs=logprobs,
         )
 
     async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:

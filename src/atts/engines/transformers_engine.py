@@ -40,7 +40,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from atts.engines._prefix import ReleaseQueue, common_prefix, extends
-from atts.engines._sampling import sample_token
+from atts.engines._sampling import sample_token, token_logprobs
 from atts.engines.base import (
     ChatMessage,
     ContextOverflowError,
@@ -234,11 +234,14 @@ class TransformersEngine:
         fed = list(prompt)
         logits = self._forward(prompt[reused:], cache, keep=1)[0, -1]
         out: list[int] = []
+        logprobs: list[float] = []
         finish: FinishReason = "length"
         while True:
             row = logits.float().cpu().numpy()  # numpy has no bfloat16
             token = sample_token(row, params.temperature, params.top_p, rng)
             out.append(token)
+            if params.logprobs:
+                logprobs.append(float(token_logprobs(row[None, :], [token])[0]))
             if token in self._eos:
                 finish = "eos"
                 break
@@ -257,6 +260,7 @@ class TransformersEngine:
             prompt_tokens=len(prompt),
             cached_tokens=reused,
             seconds=time.perf_counter() - started,
+            logprobs=tuple(logprobs) if params.logprobs else None,
         )
 
     def _forward(self, ids: Sequence[int], cache: Any, keep: int) -> Any:

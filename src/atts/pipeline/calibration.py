@@ -41,10 +41,12 @@ POOLED_WARMUP = ("marginal", "adaptive")  # modes whose first decision waits for
 
 @dataclass(frozen=True)
 class ScoredDraft:
-    """A drafted step and its target score (None for an empty step, which has no score)."""
+    """A drafted step, the target's scoring pass over it, and the run's nonconformity score of
+    it (``RunConfig.score``; atts.conformal.scores).  Both None for an empty step."""
 
     generation: Generation
     score: StepScore | None
+    value: float | None = None
 
 
 # (question_id, sample_index) -> that sample's drafted and scored first step.
@@ -189,8 +191,8 @@ class Calibrator:
             except BaseException as err:
                 future.set_exception(err)
                 raise
-            if drafted.score is not None:
-                self._judge.add(question_id, drafted.score.perplexity)
+            if drafted.value is not None:
+                self._judge.add(question_id, drafted.value)
             future.set_result(drafted)
 
         results = await asyncio.gather(

@@ -1,34 +1,46 @@
 """The strategies, each one round body of one shared signature, chosen by name.
 
-- ``atts``: draft a step, score it with the target (perplexity over every step token), decide
+- ``atts``: draft a step, score it with the target (one prefill over every step token; the
+  nonconformity score is ``RunConfig.score``, by default the step perplexity), decide
   by its conformal p-value alone (accept / target continues / target regenerates), and let the
   target write when told to.  No sibling is consulted, so no sample ever waits for another.
 - ``sync``: the synchronous baseline ATTS removes: every round, the live samples of a question
   all draft and score, wait at a barrier, and the ``sync_budget`` worst-scored steps (highest
-  perplexity) go to the target.  The slowest sample sets every round's pace.
+  score) go to the target.  The slowest sample sets every round's pace.
+- ``judge``: the SpecReason baseline, the target rates each draft step 0-9 and regenerates
+  the low-rated ones (``atts.pipeline.rating``).
 - ``target_only`` / ``draft_only``: the same loop with one model writing every step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from atts.conformal import Decision
+from atts.conformal.scores import step_score
 from atts.pipeline.calibration import CalibratorLike, ScoredDraft
+from atts.pipeline.rating import judge_round
 from atts.pipeline.sample import RoundBody, SampleEnv, SampleState, prefill_tokens, write_step
 from atts.pipeline.trace import Step
 
 
 async def draft_and_score(state: SampleState, env: SampleEnv, round_index: int) -> ScoredDraft:
-    """The draft writes a step; the target scores every one of its tokens (one prefill)."""
-    generation = await env.draft.generate(
-        state.ids, state.step_params(env.config, "draft", round_index)
-    )
+    """The draft writes a step; the target scores every one of its tokens (one prefill); the
+    run's nonconformity score is computed from that pass (and the draft's own log-probabilities
+    for ``llr``)."""
+    config = env.config
+    params = state.step_params(config, "draft", round_index)
+    if config.draft_logprobs:
+        params = dataclasses.replace(params, logprobs=True)
+    generation = await env.draft.generate(state.ids, params)
     if not generation.token_ids:
         return ScoredDraft(generation, None)
     score = await env.target.score(state.ids, generation.token_ids)
-    return ScoredDraft(generation, score)
+    value = step_score(config.score, score.logprobs, generation.logprobs, k=config.score_k)
+    return ScoredDraft(generation, score, value)
 
 
 async def _judged_draft(
@@ -70,17 +82,18 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
     if drafted.score is None:  # an empty step (the draft ended its message at once)
         state.append(Step(round_index, "draft", "", 0, t=state.elapsed()), generation)
         return
-    ppl = drafted.score.perplexity
+    value = drafted.value
+    assert value is not None  # a scored step has a score value
     p, decision = await _calibrator(env).decide(
-        state.spec.question_id, round_index, ppl, own_in_bank=calibration,
+        state.spec.question_id, round_index, value, own_in_bank=calibration,
         sample_index=state.spec.sample_index,
     )
     decided_at = state.elapsed()
     if env.config.grow_bank and not calibration:
-        _calibrator(env).add(state.spec.question_id, ppl)
+        _calibrator(env).add(state.spec.question_id, value)
     step = Step(
         round_index, "draft", generation.text, len(generation.token_ids),
-        kept=decision is not Decision.REGENERATE, score=ppl, p_value=p,
+        kept=decision is not Decision.REGENERATE, score=value, p_value=p,
         decision=decision.value, calibration=calibration,
         seconds=generation.seconds + drafted.score.seconds,
         prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
@@ -118,7 +131,7 @@ class SyncCoordinator:
 
     async def rank(self, question_id: str, score: float) -> bool:
         """Wait for every live sample of the question; True if this step is among the
-        ``budget`` highest perplexities of the round (it goes to the target)."""
+        ``budget`` highest scores of the round (it goes to the target)."""
         current = self._rounds.setdefault(question_id, _Round())
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         current.scores.append(score)
@@ -144,13 +157,13 @@ async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> No
     drafted = await draft_and_score(state, env, round_index)
     _count(state, drafted)
     generation = drafted.generation
-    ppl = drafted.score.perplexity if drafted.score is not None else 0.0
-    rejected = await coordinator.rank(state.spec.question_id, ppl)
+    value = drafted.value if drafted.value is not None else -math.inf  # empty: never the worst
+    rejected = await coordinator.rank(state.spec.question_id, value)
     decision = Decision.CONTINUE if rejected else Decision.ACCEPT
     state.append(
         Step(
             round_index, "draft", generation.text, len(generation.token_ids),
-            score=ppl if drafted.score is not None else None, decision=decision.value,
+            score=drafted.value, decision=decision.value,
             seconds=generation.seconds + (drafted.score.seconds if drafted.score else 0.0),
             prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
             t=state.elapsed(),
@@ -173,6 +186,7 @@ async def draft_only_round(state: SampleState, env: SampleEnv, round_index: int)
 
 STRATEGIES: dict[str, RoundBody] = {
     "atts": atts_round,
+    "judge": judge_round,
     "sync": sync_round,
     "target_only": target_only_round,
     "draft_only": draft_only_round,

@@ -24,7 +24,9 @@ class Step:
     tokens: int
     kept: bool = True  # False: a draft step discarded by a "regenerate" decision
     kind: StepKind = "step"
-    score: float | None = None  # target perplexity of a draft step
+    # A judged draft step's nonconformity score (RunConfig.score, the manifest says which);
+    # the judge strategy: the target's 0-9 rating.
+    score: float | None = None
     p_value: float | None = None
     decision: str | None = None  # accept | continue | regenerate (draft steps that were judged)
     calibration: bool = False  # its score went into the calibration bank

@@ -20,6 +20,7 @@ from typing import Any
 import atts
 from atts.config import REMOTE_ENGINES, RunConfig
 from atts.conformal import load_bank, make_fingerprint, save_bank
+from atts.conformal.scores import score_label, score_rule
 from atts.data import Problem, load_dataset
 from atts.engines import create_engine
 from atts.engines.base import Engine, EngineInfo
@@ -83,8 +84,10 @@ def prompt_sha256() -> str:
 def calibration_fingerprint(
     config: RunConfig, draft: EngineInfo, target: EngineInfo
 ) -> dict[str, str]:
-    """What a calibration score depends on: both models, the prompt, and how steps are drafted."""
+    """What a calibration score depends on: which score it is, both models, the prompt, and
+    how steps are drafted."""
     return make_fingerprint(
+        score=score_label(config.score, config.score_k),
         draft=draft.model_sha256 or draft.model,
         target=target.model_sha256 or target.model,
         prompt_sha256=prompt_sha256(),
@@ -173,7 +176,7 @@ async def _run_job(
             assert config.calibration_file is not None
             expected = calibration_fingerprint(config, draft.info, target.info)
             bank = load_bank(config.calibration_file, expected, force=force_bank).tolist()
-            _check_perplexities(bank, config.calibration_file)
+            check_bank_values(bank, config.score, config.calibration_file)
         with folder.locked():
             folder.prepare(manifest(config, draft, target, problems), overwrite=overwrite)
             outcome = await execute(
@@ -187,15 +190,16 @@ async def _run_job(
             await _close(draft, target)
 
 
-def _check_perplexities(scores: Sequence[float], path: str) -> None:
-    """A run's bank holds step perplexities, exp(-mean log p) >= 1 (docs/METHOD.md eq. 1);
-    lower values cannot come from `atts calibrate`, and judging against them would reject
-    the wrong steps."""
-    low = [s for s in scores if s < 1.0]
+def check_bank_values(scores: Sequence[float], score: str, path: str) -> None:
+    """A bank's values must be ones its score can take (perplexities are >= 1, surprisals
+    >= 0; atts.conformal.scores); others cannot come from `atts calibrate`, and judging
+    against them would reject the wrong steps."""
+    least = score_rule(score).minimum
+    low = [] if least is None else [s for s in scores if s < least]
     if low:
-        raise ValueError(f"{path}: {len(low)} of {len(scores)} scores are below 1 (e.g. "
-                         f"{min(low):g}), but perplexities are >= 1: the file was edited or "
-                         "holds another score; run `atts calibrate` again")
+        raise ValueError(f"{path}: {len(low)} of {len(scores)} scores are below {least:g} (e.g. "
+                         f"{min(low):g}), but {score} scores are >= {least:g}: the file was "
+                         "edited or holds another score; run `atts calibrate` again")
 
 
 def calibrate(
@@ -252,7 +256,7 @@ async def _calibration_scores(
             drafted = await draft_and_score(SampleState(spec, env.prompt_ids(problem.question)),
                                             env, 0)
         bar.update(1)
-        return None if drafted.score is None else drafted.score.perplexity
+        return drafted.value
 
     results = await asyncio.gather(*(one(p, i) for p in problems for i in range(samples)))
     bar.close()
