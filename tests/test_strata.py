@@ -63,3 +63,13 @@ def test_round_strata_need_the_marginal_online_bank():
         RunConfig(strata="round", calibration="question")
     with pytest.raises(ConfigError, match="grow_bank"):
         RunConfig(strata="round", calibration="marginal", grow_bank=True)
+
+
+def test_auto_strata_mean_round_strata_under_adaptive_calibration_only():
+    from atts.config import RunConfig
+
+    assert RunConfig(calibration="adaptive").bank_strata == "round"
+    assert RunConfig(calibration="adaptive", strata="none").bank_strata == "none"
+    assert RunConfig(calibration="marginal").bank_strata == "none"
+    assert RunConfig(calibration="question").bank_strata == "none"
+    assert RunConfig(calibration="marginal", strata="round").bank_strata == "round"

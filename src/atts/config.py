@@ -20,7 +20,7 @@ from atts.engines.compute import ComputePlan, machine_cores, plan_compute
 
 STRATEGIES = ("atts", "sync", "target_only", "draft_only", "judge")
 CALIBRATIONS = ("question", "marginal", "file", "adaptive")
-STRATA = ("none", "round", "question_round")
+STRATA = ("auto", "none", "round", "question_round")
 PVALUES = ("deterministic", "smoothed")
 ADAPTIVE_STRATA = ("round", "question_round", "none")
 ENGINES = ("llama_cpp", "transformers", "fake", "vllm", "sglang", "openai")
@@ -70,7 +70,9 @@ class RunConfig:
     # Mondrian strata (marginal or adaptive): one online bank per round index, fed by that
     # round's judged steps; a round whose bank is below `warmup` is judged against round 0's.
     # question_round: one per (question, round) too, used once it can reject (pipeline/judge).
-    strata: str = "none"
+    # auto: round with calibration=adaptive (the pair that held alpha in every round on
+    # replays, BENCHMARKS.md 6.5), none otherwise; ``bank_strata`` is the resolved value.
+    strata: str = "auto"
     # smoothed: the randomised p-value, exactly uniform under ties, seeded per step.
     pvalue: str = "deterministic"
     # adaptive (Gibbs and Candes 2021): the level moves by gamma (alpha - err) per decision,
@@ -150,7 +152,7 @@ class RunConfig:
                 "grow_bank",
                 "calibration=adaptive already grows its bank (decide, then add); leave it off",
             )
-        if self.strata != "none":
+        if self.strata not in ("none", "auto"):
             _check(
                 self.calibration in ("marginal", "adaptive"),
                 "strata",
@@ -243,6 +245,13 @@ class RunConfig:
         if explicit is not None:
             return explicit
         return 2 if self.engine in REMOTE_ENGINES else self.max_active_samples
+
+    @property
+    def bank_strata(self) -> str:
+        """``strata`` with ``auto`` resolved: round under adaptive calibration, else none."""
+        if self.strata == "auto":
+            return "round" if self.calibration == "adaptive" else "none"
+        return self.strata
 
     @property
     def draft_logprobs(self) -> bool:

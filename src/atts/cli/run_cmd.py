@@ -51,7 +51,8 @@ HELP = {
     "judge_threshold": "judge: the target's 0-9 rating at or above which a draft step is kept",
     "warmup": "marginal / adaptive: scores pooled before the first decision",
     "grow_bank": "add every judged draft step's score to the bank after its decision",
-    "strata": "Mondrian strata: one online bank per round (marginal or adaptive)",
+    "strata": "Mondrian strata: one online bank per round (marginal or adaptive); auto: "
+              "round with adaptive calibration, else none",
     "pvalue": "deterministic (1 + #{s_i >= s}) / (n + 1), or smoothed (exact under ties)",
     "adaptive_gamma": "adaptive: step of the working level, alpha_t += gamma (alpha - err)",
     "adaptive_strata": "adaptive: one level per round bucket, per question too, or one",

@@ -72,7 +72,7 @@ class Judge:
         self._adaptive = config.calibration == "adaptive"
         self._levels = AdaptiveLevels(config.alpha, config.adaptive_gamma)
         self._discard_ratio = config.alpha_discard / config.alpha
-        self._online = self._adaptive or config.strata != "none"
+        self._online = self._adaptive or config.bank_strata != "none"
         initial = list(initial_scores)
         if initial:
             self._bank(POOLED).add(initial)
@@ -127,7 +127,7 @@ class Judge:
             decision = self._thresholds.classify(p)
         if self._online and not own_in_bank:
             self._bank(self._round_key(round_index)).add(score)
-            if self._config.strata == "question_round":
+            if self._config.bank_strata == "question_round":
                 self._bank(f"{question_id}#{round_index}").add(score)
         return p, decision
 
@@ -151,7 +151,7 @@ class Judge:
         return question_id if self._config.calibration == "question" else POOLED
 
     def _round_key(self, round_index: int) -> str:
-        if self._config.strata == "none" or round_index == 0:
+        if self._config.bank_strata == "none" or round_index == 0:
             return POOLED
         return f"round {round_index}"
 
@@ -165,10 +165,10 @@ class Judge:
 
     def _snapshot(self, question_id: str, round_index: int, *, own_in_bank: bool) -> BankSnapshot:
         group = self._bank(self._group(question_id)).snapshot()
-        strata = self._config.strata
+        strata = self._config.bank_strata
         if own_in_bank or strata == "none" or (round_index == 0 and strata == "round"):
             return group  # a pre-pass score is judged against the bank that holds it
-        if self._config.strata == "question_round":
+        if strata == "question_round":
             own = self._banks.get(f"{question_id}#{round_index}")
             if own is not None and len(own) >= min_bank_size(self._config.alpha):
                 return own.snapshot()

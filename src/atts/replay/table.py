@@ -71,7 +71,8 @@ class ReplaySummary:
 
 def fixed_band(config: RunConfig, file_size: int) -> tuple[float, float] | None:
     """The band of a mode that judges every step against one fixed bank of n scores."""
-    online = config.grow_bank or config.strata != "none" or config.calibration == "adaptive"
+    online = (config.grow_bank or config.bank_strata != "none"
+              or config.calibration == "adaptive")
     if online:
         return None
     if config.pvalue == "smoothed":

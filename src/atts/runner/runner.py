@@ -148,7 +148,7 @@ async def execute(
         initial_scores=bank_scores,
         recorded=recorded_calibration(rows) if config.calibration != "file" else None,
         strata_scores=(recorded_strata(rows)
-                       if config.strata != "none" or config.calibration == "adaptive" else None),
+                       if config.bank_strata != "none" or config.calibration == "adaptive" else None),
     )
     coordinator = SyncCoordinator(config.sync_budget) if config.strategy == "sync" else None
     env = SampleEnv(
