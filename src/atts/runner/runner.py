@@ -147,8 +147,8 @@ async def execute(
         calibration_draft,
         initial_scores=bank_scores,
         recorded=recorded_calibration(rows) if config.calibration != "file" else None,
-        strata_scores=(recorded_strata(rows)
-                       if config.bank_strata != "none" or config.calibration == "adaptive" else None),
+        strata_scores=(recorded_strata(rows) if config.bank_strata != "none"
+                       or config.calibration == "adaptive" else None),
     )
     coordinator = SyncCoordinator(config.sync_budget) if config.strategy == "sync" else None
     env = SampleEnv(
