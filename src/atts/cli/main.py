@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import atts
+from atts.errors import AttsError
 
 COMMAND_MODULES = (
     "atts.cli.run_cmd",
@@ -37,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an error instead of its one line")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:
-                continue  # a command group not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
@@ -56,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\natts: interrupted; finished samples are saved, run the same command to resume",
               file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as err:
+    except (AttsError, ValueError, FileNotFoundError) as err:
         if args.debug:
             raise
         print(f"atts {args.command}: error: {err}", file=sys.stderr)

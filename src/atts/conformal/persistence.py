@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from atts.conformal.pvalue import FloatArray, check_finite
+from atts.errors import AttsError
 
 __all__ = [
     "BANK_FORMAT",
@@ -43,7 +44,7 @@ BANK_FORMAT = "atts-calibration-bank"
 BANK_FORMAT_VERSION = 1
 
 
-class BankMismatchError(ValueError):
+class BankMismatchError(AttsError, ValueError):
     """A saved bank was calibrated under other models, prompt or step settings."""
 
     def __init__(self, message: str, differing: tuple[str, ...]) -> None:

@@ -13,8 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from atts.errors import AttsError
 
-class DatasetError(ValueError):
+
+class DatasetError(AttsError, ValueError):
     """A dataset cannot be loaded as asked: unknown name or id, malformed file, bad mapping."""
 
 

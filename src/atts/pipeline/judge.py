@@ -36,13 +36,14 @@ import numpy as np
 from atts.config import RunConfig
 from atts.conformal import BankSnapshot, CalibrationBank, Decision, Thresholds, min_bank_size
 from atts.conformal.aci import AdaptiveLevels, classify_at
+from atts.errors import AttsError
 from atts.pipeline.seeds import derive_seed
 
 ROUND_BUCKETS = 3  # trackers and tables group rounds as 0, 1, 2 and 3+
 POOLED = ""
 
 
-class CalibrationError(ValueError):
+class CalibrationError(AttsError, ValueError):
     """The bank cannot support a decision at this alpha; the message says what to change."""
 
 

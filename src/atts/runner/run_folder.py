@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from atts.config import RunConfig, resolve_force_answer
+from atts.errors import AttsError
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
@@ -33,7 +34,7 @@ OPERATIONAL_KEYS = frozenset(
 )
 
 
-class RunFolderError(ValueError):
+class RunFolderError(AttsError, ValueError):
     """The folder cannot hold this run as asked; the message offers the way out."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from atts.config import RunConfig
 from atts.data import Problem
 from atts.engines.base import Engine
+from atts.errors import AttsError
 from atts.pipeline.calibration import Calibrator, ScoredDraft
 from atts.pipeline.guarded import GuardedEngine
 from atts.pipeline.prompt import question_messages
@@ -40,7 +41,7 @@ from atts.runner.progress import Progress
 from atts.runner.run_folder import RunFolder
 
 
-class TokenizerMismatchError(ValueError):
+class TokenizerMismatchError(AttsError, ValueError):
     """Draft and target must share one tokenizer: ATTS scores the draft's exact token ids."""
 
 
