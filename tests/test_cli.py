@@ -238,7 +238,7 @@ def test_every_run_flag_says_its_default_and_choices(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for expected in ("--strategy STRATEGY", "{atts, sync, target_only, draft_only}",
+    for expected in ("--strategy STRATEGY", "{atts, sync, target_only, draft_only, judge}",
                      "--calibration", "(default: question)", "--engine",
                      "llama_cpp, transformers, fake, vllm, sglang, openai", "--cores",
                      "--draft-tokens", "(default: 160)"):
