@@ -132,6 +132,36 @@ def test_adaptive_runs_bring_every_round_near_alpha(tmp_path):
         assert abs(sum(errs) / len(errs) - 0.2) <= aci_bound(0.2, 0.05, len(errs)) + EPS, r
 
 
+def test_a_resumed_adaptive_run_restores_its_levels_from_the_recorded_decisions(tmp_path):
+    """A resumed run used to restart every tracker at alpha; the recorded decisions, replayed
+    in order, put each level where alpha_1 + gamma (k alpha - rejections) says it ended."""
+    from atts.pipeline.calibration import Calibrator
+    from atts.runner.runner import recorded_decisions
+
+    def steps(call):
+        return f"s ppl={random.Random(call.params.seed).lognormvariate(1.0, 0.4):.6f}\n\n"
+
+    cfg = config(calibration="adaptive", calibration_file=None, warmup=8, alpha=0.25,
+                 samples=4, rounds=3, adaptive_gamma=0.05)
+    draft, target = engines(steps)
+    _, rows = run(cfg, draft, target, tmp_path, bank=(), questions=3)
+    decisions = recorded_decisions(rows, tmp_path / "samples.jsonl")
+    judged = [s for row in rows for s in row["steps"] if s["decision"] is not None]
+    assert len(decisions) == len(judged) > 20
+
+    async def unused(question_id: str, sample_index: int):
+        raise AssertionError("a restore drafts nothing")
+
+    levels = Calibrator(cfg, unused, recorded_decisions=decisions).judge.levels()
+    expected: dict[int, list[bool]] = {}
+    for _, round_index, rejected in decisions:
+        expected.setdefault(min(round_index, 3), []).append(rejected)
+    assert levels.keys() == expected.keys()
+    for bucket, errs in expected.items():
+        assert levels[bucket] == pytest.approx(0.25 + 0.05 * (0.25 * len(errs) - sum(errs)))
+    assert any(level != pytest.approx(0.25) for level in levels.values())
+
+
 def test_smoothed_p_values_reject_at_alpha_with_ties_where_deterministic_ones_do_not():
     rng = np.random.default_rng(7)
     alpha, trials, n = 0.1, 20000, 19

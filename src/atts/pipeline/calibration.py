@@ -82,10 +82,13 @@ class Calibrator:
         initial_scores: Iterable[float] = (),
         recorded: dict[str, dict[int, float]] | None = None,
         strata_scores: dict[int, list[float]] | None = None,
+        recorded_decisions: Iterable[tuple[str, int, bool]] = (),
     ) -> None:
         """``initial_scores``: a loaded bank (file mode).  ``recorded``: per question and
         sample index, the calibration scores of samples finished in an earlier session.
-        ``strata_scores``: per round, the judged scores of those samples (online modes)."""
+        ``strata_scores``: per round, the judged scores of those samples (online modes).
+        ``recorded_decisions``: their (question, round, rejected) in decision order, which
+        restore the adaptive levels."""
         self._config = config
         self._judge = Judge(config, initial_scores)
         self._draft_and_score = draft_and_score
@@ -98,6 +101,8 @@ class Calibrator:
                 self._judge.add("", list(by_sample.values()))
         for round_index, judged in (strata_scores or {}).items():
             self._judge.add_round(round_index, judged)
+        for question_id, round_index, rejected in recorded_decisions:
+            self._judge.restore_level(question_id, round_index, rejected)
         if config.calibration == "file":
             self._judge.require_size(self._judge.size(""), "the calibration file")
 

@@ -132,6 +132,12 @@ class Judge:
                 self._bank(f"{question_id}#{round_index}").add(score)
         return p, decision
 
+    def restore_level(self, question_id: str, round_index: int, rejected: bool) -> None:
+        """Replay one recorded decision into its adaptive tracker (a resumed run): the levels
+        continue where the earlier session left them instead of restarting at alpha."""
+        if self._adaptive:
+            self._levels.record(self._level_key(question_id, round_index), rejected)
+
     def levels(self) -> dict[Hashable, float]:
         """The working level of each adaptive stratum now (empty unless adaptive)."""
         return {key: state.level for key, state in self._levels.states().items()}

@@ -106,6 +106,19 @@ def replay_config(run: RecordedRun, overrides: dict[str, Any]) -> RunConfig:
     return RunConfig.from_mapping(values)
 
 
+def judged_in_order(rows: list[dict[str, Any]], source: Path) -> list[StreamStep]:
+    """The judged draft steps of finished rows (``status`` ok), ordered as the run decided
+    them: what a resumed adaptive run replays into its levels."""
+    found: list[tuple[float, int, StreamStep]] = []
+    for number, row in enumerate(rows, start=1):
+        if row.get("status") != "ok":
+            continue
+        for step in _row_steps(row, source, number)[2]:
+            if step.decision is not None:
+                found.append((step.at, len(found), step))
+    return [step for _, _, step in sorted(found, key=lambda item: (item[0], item[1]))]
+
+
 def _row_steps(
     row: Any, source: Path, number: int
 ) -> tuple[tuple[str, int], float, list[StreamStep]]:

@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from atts.config import RunConfig
@@ -94,6 +95,16 @@ def recorded_strata(rows: Sequence[dict[str, Any]]) -> dict[int, list[float]]:
     return dict(strata)
 
 
+def recorded_decisions(rows: Sequence[dict[str, Any]], source: Path
+                       ) -> list[tuple[str, int, bool]]:
+    """(question, round, rejected) of every judged step of finished samples, in the order the
+    earlier sessions decided them (``atts.replay.stream``), to restore the adaptive levels."""
+    from atts.replay.stream import judged_in_order
+
+    return [(s.question_id, s.round, s.decision in ("continue", "regenerate"))
+            for s in judged_in_order(list(rows), source)]
+
+
 async def execute(
     config: RunConfig,
     problems: Sequence[Problem],
@@ -150,6 +161,8 @@ async def execute(
         recorded=recorded_calibration(rows) if config.calibration != "file" else None,
         strata_scores=(recorded_strata(rows) if config.bank_strata != "none"
                        or config.calibration == "adaptive" else None),
+        recorded_decisions=(recorded_decisions(rows, folder.samples_path)
+                            if config.calibration == "adaptive" else ()),
     )
     coordinator = SyncCoordinator(config.sync_budget) if config.strategy == "sync" else None
     env = SampleEnv(
