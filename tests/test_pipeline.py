@@ -188,3 +188,26 @@ def test_a_sample_stops_before_a_round_that_might_not_fit_the_context(tmp_path):
     for row in rows:
         assert row["stop"] == "context" and 0 < row["rounds"] < 10
         assert row["steps"][-1]["kind"] == "forced_answer" and row["answer"] == "3"
+
+
+def test_the_strategy_registry_is_the_one_list_of_strategies():
+    from atts.config import STRATEGIES as NAMES
+    from atts.pipeline.strategies import STRATEGIES
+
+    assert set(STRATEGIES) == set(NAMES)  # config validates names without importing pipeline
+    assert [s.name for s in STRATEGIES.values() if s.calibrated] == ["atts"]
+    assert [s.name for s in STRATEGIES.values() if s.barrier] == ["sync"]
+
+
+@pytest.mark.parametrize("strategy", ["target_only", "judge", "sync"])
+def test_strategies_that_do_not_calibrate_draft_no_warmup(tmp_path, strategy):
+    """Only a calibrated strategy builds a calibrator: under a pooled calibration a baseline
+    used to pre-draft warm-up first steps (and target_only would have called the draft)."""
+    cfg = config(strategy=strategy, calibration="adaptive", calibration_file=None, warmup=8,
+                 alpha=0.25, rounds=2)
+    draft, target = engines(cycling([50]))
+    _, rows = run(cfg, draft, target, tmp_path, bank=(), questions=2)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    if strategy == "target_only":
+        assert draft.calls == []
+    assert not any(s.get("calibration") for r in rows for s in r["steps"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from atts.config import RunConfig
 from atts.engines.base import Generation, SamplingParams, StepScore
@@ -26,6 +27,9 @@ from atts.pipeline.prompt import (
 )
 from atts.pipeline.seeds import derive_seed
 from atts.pipeline.trace import Author, SampleTrace, Step, StopReason, Timings, TokenCounts
+
+if TYPE_CHECKING:
+    from atts.pipeline.strategies import SyncCoordinator
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class SampleEnv:
     calibrator: CalibratorLike | None  # None: a job that drafts and scores without deciding
     prompt_ids: Callable[[str], list[int]]
     context_length: int
-    coordinator: object | None = None  # sync strategy: the per-question round barrier
+    coordinator: SyncCoordinator | None = None  # sync strategy: the per-question round barrier
 
 
 @dataclass

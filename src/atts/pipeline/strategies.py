@@ -19,6 +19,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from atts.config import RunConfig
 from atts.conformal import Decision
 from atts.conformal.scores import step_score
 from atts.pipeline.calibration import CalibratorLike, ScoredDraft
@@ -153,7 +154,8 @@ class SyncCoordinator:
 
 async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
     coordinator = env.coordinator
-    assert isinstance(coordinator, SyncCoordinator), "sync needs a SyncCoordinator"
+    if coordinator is None:
+        raise ValueError("the sync strategy needs a SyncCoordinator in its SampleEnv")
     drafted = await draft_and_score(state, env, round_index)
     _count(state, drafted)
     generation = drafted.generation
@@ -184,10 +186,30 @@ async def draft_only_round(state: SampleState, env: SampleEnv, round_index: int)
     state.append(step, generation)
 
 
-STRATEGIES: dict[str, RoundBody] = {
-    "atts": atts_round,
-    "judge": judge_round,
-    "sync": sync_round,
-    "target_only": target_only_round,
-    "draft_only": draft_only_round,
+@dataclass(frozen=True)
+class Strategy:
+    """A strategy as the runner reads it: how a round is written and what the run around it
+    must provide, so no runner code tests for a strategy by name."""
+
+    name: str
+    round_body: RoundBody
+    # Decides by the conformal test: the run builds a calibrator (and its warm-up pre-pass).
+    calibrated: bool = False
+    # A per-question round barrier (sync): every live sample of a question is admitted at
+    # once, and the coordinator ranks each round's steps.
+    barrier: bool = False
+
+    def coordinator(self, config: RunConfig) -> SyncCoordinator | None:
+        return SyncCoordinator(config.sync_budget) if self.barrier else None
+
+
+STRATEGIES: dict[str, Strategy] = {
+    strategy.name: strategy
+    for strategy in (
+        Strategy("atts", atts_round, calibrated=True),
+        Strategy("sync", sync_round, barrier=True),
+        Strategy("judge", judge_round),
+        Strategy("target_only", target_only_round),
+        Strategy("draft_only", draft_only_round),
+    )
 }

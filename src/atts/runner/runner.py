@@ -36,7 +36,7 @@ from atts.pipeline.sample import (
     failed_trace,
     run_sample,
 )
-from atts.pipeline.strategies import STRATEGIES, SyncCoordinator, draft_and_score
+from atts.pipeline.strategies import STRATEGIES, draft_and_score
 from atts.pipeline.trace import SampleTrace
 from atts.runner.progress import Progress
 from atts.runner.run_folder import RunFolder
@@ -154,6 +154,7 @@ async def execute(
         state = SampleState(spec, list(prompt_ids(spec.question)))
         return await draft_and_score(state, env, 0)
 
+    strategy = STRATEGIES[config.strategy]
     calibrator = Calibrator(
         config,
         calibration_draft,
@@ -163,8 +164,8 @@ async def execute(
                        or config.calibration == "adaptive" else None),
         recorded_decisions=(recorded_decisions(rows, folder.samples_path)
                             if config.calibration == "adaptive" else ()),
-    )
-    coordinator = SyncCoordinator(config.sync_budget) if config.strategy == "sync" else None
+    ) if strategy.calibrated else None
+    coordinator = strategy.coordinator(config)
     env = SampleEnv(
         config=config,
         draft=guarded_draft,
@@ -174,7 +175,7 @@ async def execute(
         context_length=min(draft.info.context_length, target.info.context_length),
         coordinator=coordinator,
     )
-    body = STRATEGIES[config.strategy]
+    body = strategy.round_body
     progress = Progress(total=len(specs), initial=len(specs) - len(pending), enabled=show_progress)
     errors = 0
     slots = asyncio.Semaphore(config.max_active_samples)
@@ -202,7 +203,7 @@ async def execute(
     admission = asyncio.Lock()
 
     async def admit_question(group: list[SampleSpec]) -> None:
-        # The sync barrier needs every live sample of a question in flight at once.  A group
+        # A barrier (sync) needs every live sample of a question in flight at once.  A group
         # takes all its slots under one lock: two groups each holding part would deadlock.
         taken = min(len(group), config.max_active_samples)
         async with admission:
@@ -214,7 +215,8 @@ async def execute(
             for _ in range(taken):
                 slots.release()
 
-    calibrator.start_warmup([(s.question_id, s.sample_index) for s in pending])
+    if calibrator is not None:
+        calibrator.start_warmup([(s.question_id, s.sample_index) for s in pending])
     try:
         if coordinator is not None:
             groups: dict[str, list[SampleSpec]] = defaultdict(list)
