@@ -229,3 +229,13 @@ def test_pull_tiny_for_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert path.stat().st_size == MODELS["smollm2-135m"].size
     assert model_sha256(path) == MODELS["smollm2-135m"].sha256
     assert [s.verified for s in list_models()] == [False, False, True]
+
+
+def test_models_does_not_import_engines():
+    """One direction only: engines find their models through atts.models, never back."""
+    from pathlib import Path
+
+    import atts.models
+
+    for source in Path(atts.models.__file__).parent.glob("*.py"):
+        assert "atts.engines" not in source.read_text(), source.name

@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+# Raised where models are found (atts.models.store); re-exported here for the engines' callers.
+from atts.models.store import ModelNotFoundError as ModelNotFoundError
+
 FinishReason = Literal["stop", "length", "eos"]
 
 
@@ -115,8 +118,6 @@ class ContextOverflowError(EngineError, ValueError):
     """The request does not fit in the model's context window (a retry will not help)."""
 
 
-class ModelNotFoundError(EngineError, FileNotFoundError):
-    """A model file is missing; the message names the command that installs it."""
 
 
 @runtime_checkable

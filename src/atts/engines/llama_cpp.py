@@ -32,8 +32,8 @@ from atts.engines.base import (
     SamplingParams,
     StepScore,
 )
+from atts.engines.chat_template import render_chat_template
 from atts.engines.compute import ComputePool
-from atts.models.chat_template import render_chat_template
 from atts.models.registry import lookup
 from atts.models.store import model_sha256, resolve_model
 

