@@ -147,3 +147,16 @@ def round_of_judge(call) -> int:
     """Rounds so far in a judge sample: kept draft steps plus the target's rewrites."""
     return call.prompt.count("rate=") - call.prompt.count("rate=3") + call.prompt.count(
         "target rewrites")
+
+
+def test_every_configuration_problem_is_named_at_once():
+    """Issue 17: errors used to come one per run; now one line names them all."""
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_mapping({"samples": 0, "alpha": 2.0, "score": "entropy", "rounds": 0})
+    message = str(caught.value)
+    assert "\n" not in message
+    for key in ("invalid samples", "invalid alpha", "invalid score", "invalid rounds"):
+        assert key in message, key
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_mapping({"samples": "many", "alpha": "high"})
+    assert "invalid samples" in str(caught.value) and "invalid alpha" in str(caught.value)

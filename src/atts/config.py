@@ -123,56 +123,59 @@ class RunConfig:
     retry_backoff: float = 0.5  # seconds; doubles per retry, with jitter
 
     def __post_init__(self) -> None:
-        _check(self.strategy in STRATEGIES, "strategy", f"choose one of {', '.join(STRATEGIES)}")
-        _check(
+        # Every problem at once, one line: a user fixes them in one go, not one per run.
+        check = _Problems()
+        check(self.strategy in STRATEGIES, "strategy", f"choose one of {', '.join(STRATEGIES)}")
+        check(
             self.calibration in CALIBRATIONS,
             "calibration",
             f"choose one of {', '.join(CALIBRATIONS)}",
         )
-        _check(self.score in SCORES, "score", f"choose one of {', '.join(SCORES)}")
-        _check(self.score_k >= 1, "score_k", f"must be >= 1, got {self.score_k}")
-        _check(0 <= self.judge_threshold <= 9, "judge_threshold",
+        check(self.score in SCORES, "score", f"choose one of {', '.join(SCORES)}")
+        check(self.score_k >= 1, "score_k", f"must be >= 1, got {self.score_k}")
+        check(0 <= self.judge_threshold <= 9, "judge_threshold",
                f"must lie in [0, 9] (the rating is one digit), got {self.judge_threshold}")
-        _check(
-            not (score_rule(self.score).needs_draft_logprobs and self.engine in REMOTE_ENGINES),
+        check(
+            not (self.score in SCORES and score_rule(self.score).needs_draft_logprobs
+                 and self.engine in REMOTE_ENGINES),
             "score",
             f"score={self.score} needs the draft's log-probabilities from its generation, which "
             f"the remote engines do not return yet; use ppl, max_surprisal or tail_mean",
         )
-        _check(self.strata in STRATA, "strata", f"choose one of {', '.join(STRATA)}")
-        _check(self.pvalue in PVALUES, "pvalue", f"choose one of {', '.join(PVALUES)}")
-        _check(
+        check(self.strata in STRATA, "strata", f"choose one of {', '.join(STRATA)}")
+        check(self.pvalue in PVALUES, "pvalue", f"choose one of {', '.join(PVALUES)}")
+        check(
             self.adaptive_strata in ADAPTIVE_STRATA,
             "adaptive_strata",
             f"choose one of {', '.join(ADAPTIVE_STRATA)}",
         )
-        _check(0 < self.adaptive_gamma < 1, "adaptive_gamma", "must lie in (0, 1)")
+        check(0 < self.adaptive_gamma < 1, "adaptive_gamma", "must lie in (0, 1)")
         if self.calibration == "adaptive":
-            _check(
+            check(
                 not self.grow_bank,
                 "grow_bank",
                 "calibration=adaptive already grows its bank (decide, then add); leave it off",
             )
         if self.strata not in ("none", "auto"):
-            _check(
+            check(
                 self.calibration in ("marginal", "adaptive"),
                 "strata",
                 f"{self.strata} strata need calibration=marginal or adaptive (pooled, online "
                 "banks per stratum)",
             )
-            _check(
+            check(
                 not self.grow_bank,
                 "grow_bank",
                 "round strata already grow their banks; leave grow_bank off",
             )
-        _check(self.engine in ENGINES, "engine", f"choose one of {', '.join(ENGINES)}")
-        _check(
+        check(self.engine in ENGINES, "engine", f"choose one of {', '.join(ENGINES)}")
+        check(
             self.force_answer in FORCE_AUTHORS,
             "force_answer",
             f"choose one of {', '.join(FORCE_AUTHORS)}",
         )
-        _check(0 < self.alpha < 1, "alpha", f"must lie in (0, 1), got {self.alpha}")
-        _check(
+        check(0 < self.alpha < 1, "alpha", f"must lie in (0, 1), got {self.alpha}")
+        check(
             0 <= self.alpha_discard <= self.alpha,
             "alpha_discard",
             f"must satisfy 0 <= alpha_discard <= alpha ({self.alpha}), got {self.alpha_discard}",
@@ -182,11 +185,11 @@ class RunConfig:
             "max_active_samples",
         ):
             value = getattr(self, key)
-            _check(value >= 1, key, f"must be >= 1, got {value}")
+            check(value >= 1, key, f"must be >= 1, got {value}")
         machine = machine_cores()
         for key in ("cores", "draft_threads", "target_threads"):
             value = getattr(self, key)
-            _check(
+            check(
                 value is None or 1 <= value <= machine,
                 key,
                 f"must lie in [1, {machine}] (this machine has {machine} cores) or be unset "
@@ -194,45 +197,47 @@ class RunConfig:
             )
         for key in ("draft_concurrency", "target_concurrency"):
             value = getattr(self, key)
-            _check(value is None or value >= 1, key, f"must be >= 1 or unset, got {value}")
-        _check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 (or unset)")
-        _check(self.offset >= 0, "offset", f"must be >= 0, got {self.offset}")
-        _check(self.warmup >= 1, "warmup", f"must be >= 1, got {self.warmup}")
-        _check(0 <= self.min_rounds <= self.rounds, "min_rounds", "must lie in [0, rounds]")
-        _check(0 <= self.sync_budget <= self.samples, "sync_budget", "must lie in [0, samples]")
-        _check(self.temperature >= 0, "temperature", "must be >= 0")
-        _check(0 < self.top_p <= 1, "top_p", "must lie in (0, 1]")
-        _check(self.max_retries >= 0, "max_retries", "must be >= 0")
-        _check(bool(self.step_stop), "step_stop", "must be a non-empty string such as '\\n\\n'")
+            check(value is None or value >= 1, key, f"must be >= 1 or unset, got {value}")
+        check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 (or unset)")
+        check(self.offset >= 0, "offset", f"must be >= 0, got {self.offset}")
+        check(self.warmup >= 1, "warmup", f"must be >= 1, got {self.warmup}")
+        check(0 <= self.min_rounds <= self.rounds, "min_rounds", "must lie in [0, rounds]")
+        check(0 <= self.sync_budget <= self.samples, "sync_budget", "must lie in [0, samples]")
+        check(self.temperature >= 0, "temperature", "must be >= 0")
+        check(0 < self.top_p <= 1, "top_p", "must lie in (0, 1]")
+        check(self.max_retries >= 0, "max_retries", "must be >= 0")
+        check(bool(self.step_stop), "step_stop", "must be a non-empty string such as '\\n\\n'")
         if self.engine in REMOTE_ENGINES:
-            _check(
+            check(
                 bool(self.draft_url and self.target_url),
                 "draft_url",
                 f"engine={self.engine} needs --draft-url and --target-url (the servers' base "
                 "URLs, e.g. http://127.0.0.1:8001; see docs/REMOTE.md)",
             )
-        _check(self.remote_timeout > 0, "remote_timeout", "must be > 0 seconds")
+        check(self.remote_timeout > 0, "remote_timeout", "must be > 0 seconds")
         if self.calibration == "file":
-            _check(
+            check(
                 self.calibration_file is not None,
                 "calibration_file",
                 "calibration=file needs --calibration-file PATH (made by `atts calibrate`)",
             )
-        if self.strategy == "atts" and self.calibration == "question":
+        valid_alpha = 0 < self.alpha < 1
+        if self.strategy == "atts" and self.calibration == "question" and valid_alpha:
             needed = min_bank_size(self.alpha) + 1  # leave-one-out: n = m - 1 scores remain
-            _check(
+            check(
                 self.calibration_m >= needed,
                 "calibration_m",
                 f"alpha={self.alpha} needs at least {needed} calibration steps per question "
                 f"(n + 1 >= 1/alpha with one left out); raise calibration_m or alpha",
             )
-        if self.strategy == "atts" and self.calibration in ("marginal", "adaptive"):
+        if self.strategy == "atts" and self.calibration in ("marginal", "adaptive") and valid_alpha:
             needed = min_bank_size(self.alpha) + 1
-            _check(
+            check(
                 self.warmup >= needed,
                 "warmup",
                 f"alpha={self.alpha} needs a warm-up of at least {needed} scores; raise warmup",
             )
+        check.raise_if_any()
 
     def compute_plan(self) -> ComputePlan:
         """How the in-process engines spend the ``cores`` budget (engines/compute.py)."""
@@ -277,7 +282,14 @@ class RunConfig:
                 f"unknown configuration key(s): {', '.join(unknown)}{hint}; "
                 f"valid keys: {', '.join(sorted(known))}"
             )
-        coerced = {key: _coerce(key, known[key].type, value) for key, value in values.items()}
+        coerced, problems = {}, []
+        for key, value in values.items():
+            try:
+                coerced[key] = _coerce(key, known[key].type, value)
+            except ConfigError as err:
+                problems.append(str(err))
+        if problems:  # unreadable values first: the checks below need every value typed
+            raise ConfigError("; ".join(problems))
         return cls(**coerced)
 
     def replace(self, **changes: Any) -> RunConfig:
@@ -325,9 +337,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return result
 
 
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"invalid {key}: {message}")
+class _Problems:
+    """Collects every failed check of one configuration, raised together as one line."""
+
+    def __init__(self) -> None:
+        self._found: list[str] = []
+
+    def __call__(self, ok: bool, key: str, message: str) -> None:
+        if not ok:
+            self._found.append(f"invalid {key}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self._found:
+            raise ConfigError("; ".join(self._found))
 
 
 def _coerce(key: str, annotation: Any, value: Any) -> Any:
