@@ -275,3 +275,32 @@ def test_sync_admits_whole_questions_without_deadlock(tmp_path):
 
     rows = asyncio.run(bounded())
     assert len(rows) == 8
+
+
+def test_a_row_that_cannot_be_written_whole_leaves_no_torn_line(tmp_path, monkeypatch):
+    """A full disk mid-row (ENOSPC after half the bytes) used to leave a torn last line."""
+    import errno
+
+    from atts.runner.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path)
+    folder.prepare({"config": {}})
+    folder.append({"question_id": "q", "sample_index": 0, "status": "ok"})
+    before = folder.samples_path.read_bytes()
+    real_write = os.write
+    calls = []
+
+    def half_then_full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        folder.append({"question_id": "q", "sample_index": 1, "status": "ok", "text": "x" * 99})
+    monkeypatch.setattr(os, "write", real_write)
+    assert len(calls) == 2  # half went to disk before the failure
+    assert folder.samples_path.read_bytes() == before
+    folder.append({"question_id": "q", "sample_index": 1, "status": "ok"})
+    assert [r["sample_index"] for r in folder.rows()] == [0, 1]

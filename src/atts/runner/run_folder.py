@@ -129,11 +129,23 @@ class RunFolder:
         self._write_json(self.manifest_path, manifest)
 
     def append(self, row: dict[str, Any]) -> None:
-        line = json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
-        with self.samples_path.open("a", encoding="utf-8") as file:
-            file.write(line)
-            file.flush()
-            os.fsync(file.fileno())
+        """Append one row, durably, whole or not at all: a write that fails part-way (a full
+        disk) is cut back to the file's previous end before the error goes on, so no torn
+        line is left for the next session to skip."""
+        data = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+        fd = os.open(self.samples_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)  # shrinking needs no free space
+                raise
+        finally:
+            os.close(fd)
 
     def rows(self) -> list[dict[str, Any]]:
         """The latest row of every (question, sample), in first-written order."""
