@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 import httpx
 import openai
@@ -13,6 +14,7 @@ import pytest
 from atts.serve.settings import ServeSettings
 from test_serve_helpers import (
     USER,
+    Scrape,
     config,
     drafting,
     engines,
@@ -172,18 +174,88 @@ def test_metrics_speak_the_prometheus_text_format_and_count_what_happened():
     text = response.text
     for line in text.splitlines():
         assert line.startswith("# ") or SAMPLE_LINE.match(line), line
-    assert 'atts_requests_total{route="/v1/chat/completions",status="200"} 1' in text
-    assert 'atts_requests_total{route="/v1/chat/completions",status="400"} 1' in text
-    assert 'atts_samples_total{status="ok"} 2' in text
+    scrape = Scrape.of(text)
+    chat = "/v1/chat/completions"
+    assert scrape("atts_requests_total", route=chat, status="200") == 1
+    assert scrape("atts_requests_total", route=chat, status="400") == 1
+    assert scrape("atts_samples_total", status="ok") == 2
     # Per sample: the thinking step (ppl 500, p = 0.01) is rejected; the target answers.
-    assert 'atts_decisions_total{decision="continue"} 2' in text
-    assert 'atts_decisions_total{decision="accept"} 0' in text
-    assert "atts_rejection_rate 1" in text
-    assert 'atts_steps_total{author="target",kind="step"} 2' in text
-    assert 'atts_request_duration_seconds_bucket{route="/v1/chat/completions",le="+Inf"} 2' \
-        in text
-    assert "atts_bank_size 101" in text  # 99 loaded + one score per sample
-    assert "atts_requests_admitted 0" in text and "atts_engine_in_flight_target 0" in text
+    assert scrape("atts_decisions_total", decision="continue") == 2
+    assert scrape("atts_decisions_total", decision="accept") == 0
+    assert scrape("atts_rejection_rate") == 1
+    assert scrape("atts_steps_total", author="target", kind="step") == 2
+    assert scrape("atts_request_duration_seconds_bucket", route=chat, le="+Inf") == 2
+    assert scrape("atts_bank_size") == 101  # 99 loaded + one score per sample
+    assert scrape("atts_requests_admitted") == 0
+    assert scrape("atts_engine_in_flight_target") == 0
+    assert scrape("atts_tokens_total", kind="completion") > 0
+
+
+def test_metrics_are_prometheus_counters_histograms_and_gauges():
+    svc = service()
+    with running(svc) as server:
+        api = client(server.url)
+        api.chat.completions.create(model="atts", messages=USER)
+        list(api.chat.completions.create(model="atts", messages=USER, stream=True))
+        scrape = Scrape.of(httpx.get(server.url + "/metrics").text)
+    for name in ("atts_requests", "atts_samples", "atts_steps", "atts_decisions",
+                 "atts_tokens", "atts_cancelled", "atts_rejected"):
+        assert scrape.types[name] == "counter", name
+    for name in ("atts_request_duration_seconds", "atts_time_to_first_token_seconds",
+                 "atts_sample_duration_seconds"):
+        assert scrape.types[name] == "histogram", name
+    for name in ("atts_requests_admitted", "atts_queue_capacity", "atts_bank_size",
+                 "atts_rejection_rate", "atts_alpha"):
+        assert scrape.types[name] == "gauge", name
+    # Time to first token: one non-streamed answer (to its whole answer), one stream.
+    chat = "/v1/chat/completions"
+    for stream in ("false", "true"):
+        assert scrape("atts_time_to_first_token_seconds_count", route=chat, stream=stream) == 1
+        assert scrape("atts_time_to_first_token_seconds_sum", route=chat, stream=stream) > 0
+    # Known label values count from zero, so a dashboard sees them before they happen.
+    assert scrape("atts_rejected_total", reason="queue_full") == 0
+    assert scrape("atts_cancelled_total", reason="shutdown") == 0
+
+
+def test_time_to_first_token_of_a_stream_is_when_its_first_text_is_sent():
+    # Three rounds, each a 0.1 s draft call and a 0.1 s score call: the first text is sent
+    # after round one, well before the whole answer.
+    svc = service(pair=engines(drafting(thinking_steps=2), delay=0.1))
+    with running(svc) as server:
+        list(client(server.url).chat.completions.create(model="atts", messages=USER,
+                                                         stream=True))
+        scrape = Scrape.of(httpx.get(server.url + "/metrics").text)
+    chat = "/v1/chat/completions"
+    first = scrape("atts_time_to_first_token_seconds_sum", route=chat, stream="true")
+    whole = scrape("atts_request_duration_seconds_sum", route=chat)
+    assert 0.15 < first < whole * 0.6
+
+
+def test_two_servers_in_one_process_count_apart_and_leave_the_default_registry_alone():
+    import prometheus_client
+
+    first, second = service(), service()
+    first.metrics.observe_request("/health", 200, 0.01)
+    first.metrics.reject("queue_full")
+    assert Scrape.of(first.metrics.render())("atts_requests_total", route="/health",
+                                            status="200") == 1
+    assert Scrape.of(second.metrics.render())("atts_requests_total", route="/health",
+                                             status="200") is None
+    assert (first.metrics.rejected["queue_full"], second.metrics.rejected["queue_full"]) == (1, 0)
+    default = prometheus_client.generate_latest(prometheus_client.REGISTRY).decode()
+    assert "atts_" not in default
+
+
+def test_the_metrics_module_does_not_import_the_service_not_even_for_types():
+    import ast
+
+    from atts.serve import metrics
+
+    tree = ast.parse(Path(metrics.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for a in node.names}
+    assert "atts.serve.service" not in imported  # the service registers its own gauges
 
 
 def test_cli_flags_build_the_server_config_and_settings(monkeypatch):
@@ -195,7 +267,7 @@ def test_cli_flags_build_the_server_config_and_settings(monkeypatch):
     args = parser.parse_args([
         "serve", "--engine", "fake", "--draft", "d", "--target", "t", "--port", "0",
         "--alpha", "0.2", "--rounds", "5", "--max-queue", "3", "--bank", "b.json",
-        "--set", "min_rounds=1", "--max-n", "4",
+        "--set", "min_rounds=1", "--max-n", "4", "--served-model-name", "my-model",
     ])
     cfg = serve_cmd.config_from_args(args)
     settings = serve_cmd.settings_from_args(args)
@@ -203,12 +275,45 @@ def test_cli_flags_build_the_server_config_and_settings(monkeypatch):
         "fake", "d", "t", 0.2, 5, 1)
     assert (settings.max_queue, settings.bank_path, settings.max_n) == (3, "b.json", 4)
     assert settings.api_key == "from-env"
+    assert settings.served_model_name == "my-model"
+    assert serve_cmd.settings_from_args(parser.parse_args(["serve"])).served_model_name is None
     assert args.host == "127.0.0.1" and args.port == 0
     served: dict[str, object] = {}
     monkeypatch.setattr("atts.serve.server.serve_forever",
                         lambda svc, settings, **kw: served.update(svc=svc, **kw))
     assert args.func(args) == 0
-    assert served["svc"].model_id == "atts:d+t" and served["port"] == 0
+    assert served["svc"].model_id == "my-model" and served["port"] == 0
+    assert served["svc"].model_ids == ("my-model", "atts")
+
+
+def test_served_model_name_is_the_id_listed_and_answered_to_with_the_alias():
+    name = "Qwen/atts-math"  # a slash, as in hub names: /v1/models/{id} takes a path
+    svc = service(settings=ServeSettings(served_model_name=name))
+    with running(svc) as server:
+        api = client(server.url)
+        assert [m.id for m in api.models.list().data] == [name]
+        assert api.models.retrieve(name).id == name
+        assert api.models.retrieve("atts").id == name
+        for model in (name, "atts"):
+            reply = api.chat.completions.create(model=model, messages=USER)
+            assert reply.model == name
+        legacy = api.completions.create(model=name, prompt="What is 3 + 4?")
+        assert legacy.model == name
+        # The default id is not a name of this server any more.
+        r = httpx.post(server.url + "/v1/chat/completions",
+                       json={"model": "atts:draft+target", "messages": USER})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert repr(name) in r.json()["error"]["message"]
+        assert httpx.get(server.url + "/v1/models/atts:draft+target").status_code == 404
+        assert httpx.get(server.url + "/health").json()["model"] == name
+
+
+def test_served_model_name_unset_keeps_the_default_id_and_a_blank_one_is_refused():
+    assert service().model_ids == ("atts:draft+target", "atts")
+    assert service(settings=ServeSettings(served_model_name="atts")).model_ids == ("atts",)
+    for blank in ("", " ", " x"):
+        with pytest.raises(ValueError, match="served_model_name"):
+            ServeSettings(served_model_name=blank)
 
 
 def test_max_tokens_ends_the_rounds_and_the_answer_is_forced():

@@ -133,7 +133,8 @@ def test_an_oversized_body_without_content_length_is_refused_too(server):
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/v1/chat/completions", 405), ("POST", "/v1/completions", 404),
+    ("GET", "/v1/chat/completions", 405), ("POST", "/v1/embeddings", 404),
+    ("GET", "/v1/completions", 405),
     ("GET", "/v1/models/gpt-4o", 404),
 ])
 def test_unknown_routes_and_methods_answer_in_the_openai_shape(server, method, path, status):

@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from atts.config import RunConfig
@@ -114,3 +115,27 @@ def settled(svc: AttsService) -> bool:
 
 def bank_file(tmp_path: Path) -> str:
     return str(tmp_path / "bank.json")
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """A /metrics page as prometheus_client's own parser reads it: the type of every family,
+    and the value of every sample by name and labels (``scrape("atts_requests_total",
+    route="/health", status="200")``; None when absent)."""
+
+    types: dict[str, str]
+    values: dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+    @classmethod
+    def of(cls, text: str) -> Scrape:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        types, values = {}, {}
+        for family in text_string_to_metric_families(text):
+            types[family.name] = family.type
+            for sample in family.samples:
+                values[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        return cls(types, values)
+
+    def __call__(self, name: str, **labels: str) -> float | None:
+        return self.values.get((name, frozenset(labels.items())))

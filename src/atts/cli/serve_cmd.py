@@ -45,7 +45,7 @@ CONFIG_FLAGS = {
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "serve", help="serve ATTS as an OpenAI-compatible chat model",
+        "serve", help="serve ATTS as an OpenAI-compatible model (chat and legacy completions)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1",
@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="port, 1-65535 (default 8000; 0: any free port)")
     parser.add_argument("--api-key", default=os.environ.get("ATTS_API_KEY"),
                         help="require 'Authorization: Bearer KEY' (default: $ATTS_API_KEY)")
+    parser.add_argument("--served-model-name", metavar="NAME",
+                        help="the model id in /v1/models and in requests (default: "
+                        "atts:<draft>+<target>; the alias 'atts' is accepted either way)")
     parser.add_argument("--bank", metavar="FILE",
                         help="calibration bank file: loaded at start, saved as it grows")
     parser.add_argument("--force-bank", action="store_true",
@@ -125,6 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
     return ServeSettings(
         api_key=args.api_key or None,
+        served_model_name=args.served_model_name,
         max_queue=args.max_queue,
         request_timeout=args.request_timeout,
         max_body_bytes=args.max_body_bytes,

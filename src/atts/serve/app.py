@@ -1,49 +1,79 @@
 """The HTTP face of the service: an OpenAI-compatible FastAPI app (``create_app``).
 
-Routes: ``GET /v1/models`` (and ``/v1/models/{id}``), ``POST /v1/chat/completions``,
-``GET /health``, ``GET /metrics`` (Prometheus text).  The ``/v1`` routes need the API key when
-the server has one (``Authorization: Bearer KEY``, else 401).
+Routes: ``GET /v1/models`` (and ``/v1/models/{id}``), ``POST /v1/chat/completions``, the
+legacy ``POST /v1/completions`` (its ``prompt`` is the one user message; ``stop`` strings cut
+the returned text), ``GET /health``, ``GET /metrics`` (Prometheus text).  The ``/v1`` routes
+need the API key when the server has one (``Authorization: Bearer KEY``, else 401).  Both
+answer routes run the same code (``_answer``); a ``_Route`` holds what differs between them.
 
-Order of checks for a chat completion, cheapest first, each failure an OpenAI error body:
-API key (401), body size (413), JSON and fields (400; unknown model 404), prompt and context
-(400), admission (429 with ``Retry-After``).  Only then does work start.
+Order of checks for a completion, cheapest first, each failure an OpenAI error body: API key
+(401), body size (413), JSON and fields (400; unknown model 404), prompt and context (400),
+admission (429 with ``Retry-After``; 503 once shutdown has begun).  Only then does work start.
 
 Cancellation: a non-streamed request watches its connection while the samples run; a client
 that goes away cancels the solve (every sample task, every engine call), answered with 499 in
-the logs.  A streamed request is cancelled by Starlette when the client disconnects, and the
-event generator cancels the solve in its ``finally``.  Streaming: with ``n = 1`` the sample's
-text is sent round by round as it is written; with ``n > 1`` the vote needs every sample, so
-the stream sends keep-alive comments until the vote, then every choice step by step, the
-voted one first (index 0).
+the logs.  A streamed request (``streaming``: what is sent when) is cancelled by Starlette
+when the client disconnects, and the event generator cancels the solve in its ``finally``.
+
+Shutdown: the server tells the service when it begins to stop (``AttsService.shut_down``), and
+requests still running near the end of the grace period end with a 503 in the OpenAI shape
+(a stream: an error event).  Should uvicorn cancel a request anyway, ``_Observe`` answers it in
+that shape too, instead of uvicorn's plain-text 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atts.serve import responses as shapes
-from atts.serve.errors import ApiError, error_body
-from atts.serve.metrics import ServeMetrics
-from atts.serve.schemas import ChatRequest, from_errors, parse_chat_request
-from atts.serve.service import AttsService, Prepared, Solution
+from atts.serve.errors import ApiError, error_body, shutting_down
+from atts.serve.metrics import CONTENT_TYPE, ServeMetrics
+from atts.serve.schemas import (
+    ChatRequest,
+    from_errors,
+    parse_chat_request,
+    parse_completion_request,
+)
+from atts.serve.service import AttsService, Solution
 from atts.serve.settings import ServeSettings
+from atts.serve.stops import StopStrings
+from atts.serve.streaming import EventStream, events
 
 T = TypeVar("T")
-ROUTES = ("/v1/chat/completions", "/v1/models", "/health", "/metrics")
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request": only seen in logs
+
+
+@dataclass(frozen=True)
+class _Route:
+    """What differs between the two answer routes; everything else is ``_answer``'s."""
+
+    path: str
+    parse: Callable[[bytes, ServeSettings, Collection[str]], ChatRequest]
+    param: str  # the request field that holds the conversation
+    id_prefix: str
+    body: Callable[[Solution, str, int, StopStrings], dict[str, Any]]
+    chunks: Callable[[str, str, int], shapes.ChunkShape]
+
+
+CHAT = _Route("/v1/chat/completions", parse_chat_request, "messages", "chatcmpl",
+              shapes.completion_body, shapes.ChatChunks)
+LEGACY = _Route("/v1/completions", parse_completion_request, "prompt", "cmpl",
+                shapes.text_completion_body, shapes.TextChunks)
 
 
 def create_app(service: AttsService, settings: ServeSettings) -> FastAPI:
@@ -64,8 +94,7 @@ def create_app(service: AttsService, settings: ServeSettings) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return PlainTextResponse(service.metrics.render(),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(service.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -80,27 +109,46 @@ def create_app(service: AttsService, settings: ServeSettings) -> FastAPI:
                            code="model_not_found")
         return _model_card(service)
 
-    @app.post("/v1/chat/completions")
+    @app.post(CHAT.path)
     async def chat_completions(request: Request) -> Response:
-        _authorize(request, settings)
-        raw = await _read_body(request, settings.max_body_bytes)
-        if raw is None:
-            return Response(status_code=CLIENT_CLOSED)
-        chat = parse_chat_request(raw, settings, service.model_ids)
-        prepared = service.prepare(chat.messages, chat.options)
-        ticket = service.admit()
-        if chat.stream:
-            events = _events(service, settings, prepared, chat)
-            return _Stream(events, on_close=ticket.release)
-        try:
-            solution = await _unless_disconnected(request, service.solve(prepared))
-        finally:
-            ticket.release()
-        if solution is None:
-            return Response(status_code=CLIENT_CLOSED)
-        return JSONResponse(shapes.completion_body(solution, service.model_id, int(time.time())))
+        return await _answer(request, service, settings, CHAT)
+
+    @app.post(LEGACY.path)
+    async def completions(request: Request) -> Response:
+        return await _answer(request, service, settings, LEGACY)
 
     return app
+
+
+async def _answer(request: Request, service: AttsService, settings: ServeSettings,
+                  route: _Route) -> Response:
+    arrived = time.monotonic()
+    _authorize(request, settings)
+    raw = await _read_body(request, settings.max_body_bytes)
+    if raw is None:
+        return Response(status_code=CLIENT_CLOSED)
+    parsed = route.parse(raw, settings, service.model_ids)
+    prepared = service.prepare(parsed.messages, parsed.options, param=route.param,
+                               id_prefix=route.id_prefix)
+    ticket = service.admit()
+
+    def first_content(stream: bool) -> None:
+        service.metrics.observe_first_content(route.path, stream=stream,
+                                              seconds=time.monotonic() - arrived)
+
+    if parsed.stream:
+        chunks = route.chunks(prepared.request_id, service.model_id, int(time.time()))
+        stream = events(service, settings, prepared, parsed, chunks,
+                        on_first=lambda: first_content(True))
+        return EventStream(stream, on_close=ticket.release)
+    try:
+        solution = await _unless_disconnected(request, service.solve(prepared))
+    finally:
+        ticket.release()
+    if solution is None:
+        return Response(status_code=CLIENT_CLOSED)
+    first_content(False)
+    return JSONResponse(route.body(solution, service.model_id, int(time.time()), parsed.stops))
 
 
 def _model_card(service: AttsService) -> dict[str, Any]:
@@ -164,96 +212,9 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def _events(
-    service: AttsService, settings: ServeSettings, prepared: Prepared, chat: ChatRequest
-) -> AsyncIterator[bytes]:
-    """The SSE stream of one request (see the module docstring for what is sent when)."""
-    request_id, model, created = prepared.request_id, service.model_id, int(time.time())
-    live = prepared.options.n == 1
-    updates: asyncio.Queue[str | None] = asyncio.Queue()
-    task = asyncio.ensure_future(
-        service.solve(prepared, on_text=updates.put_nowait if live else None)
-    )
-    task.add_done_callback(lambda _: updates.put_nowait(None))
-
-    def emit(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return shapes.chunk(request_id, model, created, choices, **extra)
-
-    try:
-        sent = 0
-        if live:
-            yield emit([shapes.delta(0, "", role=True)])
-        while (text := await _next_update(updates, settings.keepalive_seconds)) is not None:
-            if not text:
-                yield shapes.KEEPALIVE
-            elif live and len(text) > sent:
-                yield emit([shapes.delta(0, text[sent:])])
-                sent = len(text)
-        try:
-            solution = task.result()
-        except ApiError as err:
-            yield shapes.sse(err.body())
-            yield shapes.DONE
-            return
-        except Exception as err:  # headers are sent: the error can only be an event now
-            yield shapes.sse(error_body(f"internal error: {type(err).__name__}",
-                                        type="server_error", code="internal_error"))
-            yield shapes.DONE
-            return
-        for event in _after_vote(solution, live, emit):
-            yield event
-        if chat.include_usage:
-            yield emit([], usage=shapes.usage(solution))
-        yield shapes.DONE
-    finally:
-        if not task.done():
-            task.cancel()
-            with anyio.CancelScope(shield=True):  # let the samples stop before we return
-                await asyncio.gather(task, return_exceptions=True)
-
-
-async def _next_update(updates: asyncio.Queue[str | None], keepalive: float) -> str | None:
-    """The next text of the live sample, "" after ``keepalive`` seconds of silence, or None
-    when the solve has ended."""
-    try:
-        return await asyncio.wait_for(updates.get(), keepalive)
-    except TimeoutError:
-        return ""
-
-
-def _after_vote(
-    solution: Solution, live: bool, emit: Callable[..., bytes]
-) -> list[bytes]:
-    order = shapes.choice_order(solution)
-    events = []
-    if not live:
-        for index, i in enumerate(order):
-            events.append(emit([shapes.delta(index, "", role=True)]))
-            events.extend(emit([shapes.delta(index, piece)])
-                          for piece in shapes.step_texts(solution.traces[i]))
-    finals = [shapes.delta(index, finish=shapes.finish_reason(solution.traces[i]))
-              for index, i in enumerate(order)]
-    events.append(emit(finals, atts=shapes.atts_object(solution)))
-    return events
-
-
-class _Stream(StreamingResponse):
-    """An SSE response that releases its admission ticket however the stream ends."""
-
-    def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
-
-
 class _Observe:
-    """Pure ASGI middleware: counts every request by route and status, with its duration."""
+    """Pure ASGI middleware: counts every request by route and status, with its duration;
+    answers a request cancelled by the server (its shutdown) in the OpenAI shape."""
 
     def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
         self._app = app
@@ -266,17 +227,44 @@ class _Observe:
         path = scope.get("path", "")
         route = next((r for r in ROUTES if path == r or path.startswith(r + "/")), "other")
         status, started = 500, time.monotonic()
+        begun = finished = streaming = False
 
         async def observed(message: Message) -> None:
-            nonlocal status
+            nonlocal status, begun, finished, streaming
             if message["type"] == "http.response.start":
-                status = int(message["status"])
+                status, begun = int(message["status"]), True
+                streaming = any(k.lower() == b"content-type"
+                                and v.startswith(b"text/event-stream")
+                                for k, v in message.get("headers", ()))
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                finished = True
             await send(message)
 
         try:
             await self._app(scope, receive, observed)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when its graceful shutdown ends (the service
+            # normally ends it first) and would answer a plain-text 500: answer like the API.
+            if finished or (begun and not streaming):
+                raise
+            body = shutting_down().body()
+            if not begun:
+                status = 503
+                await _send_json(send, status, body)
+            else:
+                await send({"type": "http.response.body", "body": shapes.sse(body) + shapes.DONE,
+                            "more_body": False})
+            raise
         finally:
             self._metrics.observe_request(route, status, time.monotonic() - started)
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    content = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(content)).encode())]})
+    await send({"type": "http.response.body", "body": content})
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -43,3 +43,9 @@ def error_body(
 def bad_request(message: str, *, param: str | None = None,
                 code: str | None = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+def shutting_down() -> ApiError:
+    """The answer to a request the server stopped because it is shutting down."""
+    return ApiError(503, "the server is shutting down and stopped this request; retry it "
+                    "once the server is back", type="server_error", code="server_shutting_down")

@@ -1,39 +1,49 @@
-"""What a chat-completion request may say, checked in two passes, each failure a clean 4xx.
+"""What a request may say, checked in two passes, each failure a clean 4xx.
+
+Two routes share these rules: ``POST /v1/chat/completions`` (``parse_chat_request``) and the
+legacy ``POST /v1/completions`` (``parse_completion_request``), whose ``prompt`` is treated as
+the one user message of a conversation.
 
 1. Shape (pydantic, strict JSON): types, required fields, fixed ranges (``temperature`` in
    [0, 2], ``alpha`` in (0, 1)), known roles and text-only content.  Unknown fields are refused
    like the OpenAI API refuses them; a few OpenAI fields that do not change the answer are
    accepted and ignored (penalties, ``user``, ``metadata``, ...); fields asking for what ATTS
-   cannot do (tools, logprobs, stop strings, JSON mode) are refused by name.
-2. The server's limits (``ServeSettings``): ``n``, ``max_tokens``, rounds, step tokens, and
-   the model name (404 when unknown).
+   cannot do are refused by name (chat: tools, logprobs, stop strings, JSON mode; legacy:
+   logprobs, echo, suffix, best_of above 1).
+2. The server's limits (``ServeSettings``, one place: ``_options``): ``n``, ``max_tokens``,
+   rounds, step tokens, and the model name (404 when unknown).
 
-The result is a ``ChatRequest``: the conversation as ``ChatMessage`` values and the service's
-``SolveOptions``.  ATTS settings come in the request's ``atts`` object (an extra body field:
-``extra_body={"atts": {...}}`` with the openai client).
+The result is a ``ChatRequest``: the conversation as ``ChatMessage`` values, the service's
+``SolveOptions`` and, for a legacy completion, its stop strings.  ATTS settings come in the
+request's ``atts`` object (an extra body field: ``extra_body={"atts": {...}}`` with the openai
+client).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from atts.engines.base import ChatMessage
 from atts.serve.errors import ApiError, bad_request
 from atts.serve.service import SolveOptions
 from atts.serve.settings import ServeSettings
+from atts.serve.stops import StopStrings
 
 Role = Literal["system", "user", "assistant"]
 ROLES: dict[str, Role] = {
     "system": "system", "developer": "system", "user": "user", "assistant": "assistant",
 }
-_UNSUPPORTED = (
-    "tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs",
-    "response_format", "stop", "audio", "prediction", "modalities",
-)
+_WHY = "it writes reasoning steps separated by blank lines and ends at a \\boxed{} answer"
+_REASONS = {
+    "best_of": "ATTS already samples: ask for n samples, whose majority vote is choices[0]",
+    "echo": "the reply is reasoning written after the prompt, not the prompt itself",
+    "suffix": "it writes after the prompt only, never into a gap before a suffix",
+}
 
 
 class _Message(BaseModel):
@@ -94,18 +104,20 @@ class _StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class _ChatBody(BaseModel):
+class _Body(BaseModel):
+    """The fields both routes share, with the same meaning."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
+    required: ClassVar[str]  # what an empty body lacks besides model, for the message
+    unsupported: ClassVar[tuple[str, ...]]  # refused when set (see _refuse_unsupported)
 
     model: str = Field(min_length=1)
-    messages: list[_Message] = Field(min_length=1)
     n: int | None = Field(default=None, ge=1)
     stream: bool | None = False
     stream_options: _StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     atts: _AttsOptions | None = None
     # Accepted and ignored: they do not change what ATTS writes.
@@ -117,7 +129,21 @@ class _ChatBody(BaseModel):
     store: bool | None = None
     service_tier: str | None = None
     parallel_tool_calls: bool | None = None
-    # Refused when set (see _refuse_unsupported).
+
+    def token_limit(self) -> tuple[int | None, str]:
+        """The requested bound on each sample's text, and the field that set it."""
+        return self.max_tokens, "max_tokens"
+
+
+class _ChatBody(_Body):
+    required = "messages"
+    unsupported = (
+        "tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs",
+        "response_format", "stop", "audio", "prediction", "modalities",
+    )
+
+    messages: list[_Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: Any = None
     tool_choice: Any = None
     functions: Any = None
@@ -130,25 +156,96 @@ class _ChatBody(BaseModel):
     prediction: Any = None
     modalities: Any = None
 
+    def token_limit(self) -> tuple[int | None, str]:
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens, "max_completion_tokens"
+        return super().token_limit()
+
+
+class _CompletionBody(_Body):
+    required = "prompt"
+    unsupported = ("logprobs", "echo", "suffix", "best_of")
+
+    prompt: str
+    stop: tuple[str, ...] | None = None
+    logprobs: Any = None
+    echo: Any = None
+    suffix: Any = None
+    best_of: int | None = Field(default=None, ge=1)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, prompt: Any) -> Any:
+        if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+            if len(prompt) != 1:
+                raise PydanticCustomError(
+                    "prompt_count", "prompt must be a string or a list holding exactly one "
+                    "string (one prompt per request), got a list of {count}",
+                    {"count": len(prompt)},
+                )
+            return prompt[0]
+        if not isinstance(prompt, str):
+            raise PydanticCustomError(
+                "prompt_type", "prompt must be a string or a list holding exactly one string; "
+                "token ids are not accepted (lm-evaluation-harness: tokenized_requests=False)",
+            )
+        return prompt
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_strings(cls, stop: Any) -> Any:
+        if stop is None:
+            return None
+        stops = [stop] if isinstance(stop, str) else stop
+        if not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
+            raise PydanticCustomError("stop_type", "stop must be a string or a list of strings")
+        if not all(stops):
+            raise ValueError("stop strings must be non-empty")
+        return tuple(stops)
+
 
 @dataclass(frozen=True)
 class ChatRequest:
+    """One request of either route: a legacy completion is the conversation of one user
+    message (its prompt), with the stop strings that cut the returned text."""
+
     model: str
     messages: tuple[ChatMessage, ...]
     options: SolveOptions
     stream: bool
     include_usage: bool
+    stops: StopStrings = field(default_factory=StopStrings)
 
 
 def parse_chat_request(
     raw: bytes, settings: ServeSettings, models: Collection[str]
 ) -> ChatRequest:
     """The request in ``raw`` (a JSON body), or an ``ApiError`` saying what to fix."""
+    body = _validated(raw, _ChatBody, models)
+    messages = tuple(ChatMessage(ROLES[m.role], m.content) for m in body.messages)
+    if not any(m.role == "user" for m in messages):
+        raise bad_request("messages hold no user message; add one", param="messages")
+    return _request(body, messages, settings)
+
+
+def parse_completion_request(
+    raw: bytes, settings: ServeSettings, models: Collection[str]
+) -> ChatRequest:
+    """The legacy completion in ``raw``: its prompt as the one user message."""
+    body = _validated(raw, _CompletionBody, models)
+    return _request(body, (ChatMessage("user", body.prompt),), settings,
+                    StopStrings(body.stop or ()))
+
+
+B = TypeVar("B", bound=_Body)
+
+
+def _validated(raw: bytes, kind: type[B], models: Collection[str]) -> B:
     if not raw.strip():
-        raise bad_request("the request body is empty; send a JSON object with model and "
-                          "messages", code="invalid_json")
+        raise bad_request(f"the request body is empty; send a JSON object with model and "
+                          f"{kind.required}", code="invalid_json")
     try:
-        body = _ChatBody.model_validate_json(raw, strict=True)
+        body = kind.model_validate_json(raw, strict=True)
     except ValidationError as err:
         raise from_errors(err.errors(include_url=False)) from err
     _refuse_unsupported(body)
@@ -161,30 +258,31 @@ def parse_chat_request(
     if body.stream_options is not None and not body.stream:
         raise bad_request("stream_options is only allowed with stream: true",
                           param="stream_options")
-    options = _options(body, settings)
-    messages = tuple(ChatMessage(ROLES[m.role], m.content) for m in body.messages)
-    if not any(m.role == "user" for m in messages):
-        raise bad_request("messages hold no user message; add one", param="messages")
+    return body
+
+
+def _request(body: _Body, messages: tuple[ChatMessage, ...], settings: ServeSettings,
+             stops: StopStrings | None = None) -> ChatRequest:
     return ChatRequest(
         model=body.model,
         messages=messages,
-        options=options,
+        options=_options(body, settings),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        stops=stops or StopStrings(),
     )
 
 
-def _options(body: _ChatBody, settings: ServeSettings) -> SolveOptions:
+def _options(body: _Body, settings: ServeSettings) -> SolveOptions:
     n = body.n if body.n is not None else 1
     if n > settings.max_n:
         raise bad_request(f"n must lie in [1, {settings.max_n}] on this server, got {n}",
                           param="n")
-    max_tokens = body.max_completion_tokens or body.max_tokens
+    max_tokens, param = body.token_limit()
     if max_tokens is not None and max_tokens > settings.max_completion_tokens:
         raise bad_request(
-            f"max_tokens must lie in [1, {settings.max_completion_tokens}] on this server, "
-            f"got {max_tokens}", param="max_completion_tokens" if body.max_completion_tokens
-            else "max_tokens",
+            f"{param} must lie in [1, {settings.max_completion_tokens}] on this server, "
+            f"got {max_tokens}", param=param,
         )
     atts = body.atts or _AttsOptions()
     if atts.rounds is not None and atts.rounds > settings.max_rounds:
@@ -209,16 +307,18 @@ def _options(body: _ChatBody, settings: ServeSettings) -> SolveOptions:
                         overrides=overrides)
 
 
-def _refuse_unsupported(body: _ChatBody) -> None:
-    for key in _UNSUPPORTED:
+def _refuse_unsupported(body: _Body) -> None:
+    for key in body.unsupported:
         value = getattr(body, key)
         if value is None or value is False or value == [] or value == "":
             continue
         if key == "response_format" and isinstance(value, dict) and value.get("type") == "text":
             continue
+        if key == "best_of" and value == 1:
+            continue  # one candidate per choice: what n samples are anyway
+        name = "best_of above 1" if key == "best_of" else key
         raise bad_request(
-            f"{key} is not supported by ATTS: it writes reasoning steps separated by blank "
-            "lines and ends at a \\boxed{} answer; remove the field",
+            f"{name} is not supported by ATTS: {_REASONS.get(key, _WHY)}; remove the field",
             param=key, code="unsupported_parameter",
         )
 

@@ -13,6 +13,10 @@ A request is solved in three calls, so the HTTP layer can answer errors before a
    that went away) cancels every sample task and waits for them, so engine calls in flight
    return to zero before ``solve`` returns.
 
+Shutdown (``shut_down``, called by the server when it begins to stop): nothing more is
+admitted, and every solve still running at the end of the grace period ends with a 503
+(``server_shutting_down``) the client receives, rather than the connection being cut.
+
 Engines are shared by all requests behind one ``GuardedEngine`` each (the only place for
 concurrency limits and retries); samples of all requests share ``max_active_samples`` slots
 (the KV contexts of the llama.cpp engines).
@@ -50,8 +54,8 @@ from atts.pipeline.strategies import atts_round
 from atts.pipeline.trace import SampleTrace
 from atts.report.metrics import majority_vote
 from atts.serve.calibration import RequestCalibrator, ServeBank, bank_fingerprint, step_settings
-from atts.serve.errors import ApiError, bad_request
-from atts.serve.metrics import ServeMetrics, register_gauges
+from atts.serve.errors import ApiError, bad_request, shutting_down
+from atts.serve.metrics import ServeMetrics
 from atts.serve.settings import ServeSettings, server_config
 
 log = logging.getLogger("atts.serve")
@@ -134,13 +138,16 @@ class AttsService:
         self._slots = asyncio.Semaphore(config.max_active_samples)
         self._context_length = min(draft.info.context_length, target.info.context_length)
         self._reserve = len(target.tokenize(ANSWER_CUE)) + FORCED_ANSWER_TOKENS
-        self.model_id = f"atts:{model_name(draft)}+{model_name(target)}"
-        self.model_ids = (self.model_id, "atts")
+        self.model_id = (settings.served_model_name
+                         or f"atts:{model_name(draft)}+{model_name(target)}")
+        self.model_ids = tuple(dict.fromkeys((self.model_id, "atts")))  # the names answered
         self.created = int(time.time())
         self.admitted = 0
         self.solving = 0
         self.active_samples = 0
-        register_gauges(self.metrics, self)
+        self._deadlines: set[asyncio.Timeout] = set()  # of the solves running now
+        self._closing_at: float | None = None  # loop time when shutdown ends running solves
+        self._register_gauges()
 
     @classmethod
     def build(
@@ -158,21 +165,24 @@ class AttsService:
 
     # -- 1. prepare -------------------------------------------------------------------------
 
-    def prepare(self, messages: tuple[ChatMessage, ...], options: SolveOptions) -> Prepared:
+    def prepare(self, messages: tuple[ChatMessage, ...], options: SolveOptions, *,
+                param: str = "messages", id_prefix: str = "chatcmpl") -> Prepared:
+        """``param``: the request field that holds the conversation (errors name it);
+        ``id_prefix``: OpenAI's id prefix of the route ("chatcmpl", or "cmpl" for legacy)."""
         config = self._request_config(options)
         try:
             prompt = tuple(self._target_engine.render_chat(list(messages)))
         except Exception as err:  # a template may refuse an order of roles, for one
-            raise bad_request(f"the model's chat template cannot render these messages: {err}",
-                              param="messages") from err
+            raise bad_request(f"the model's chat template cannot render the {param}: {err}",
+                              param=param) from err
         room = 2 * max(config.draft_tokens, config.target_tokens)
         if len(prompt) + room + self._reserve > self._context_length:
             raise bad_request(
-                f"the messages take {len(prompt)} tokens, leaving too little of the "
+                f"{len(prompt)} tokens of {param} leave too little of the "
                 f"{self._context_length}-token context for one round ({room} tokens) and a "
-                f"final answer ({self._reserve}); shorten the messages or lower "
+                f"final answer ({self._reserve}); shorten the {param} or lower "
                 "atts.draft_tokens / atts.target_tokens",
-                param="messages", code="context_length_exceeded",
+                param=param, code="context_length_exceeded",
             )
         context = self._context_length
         if options.max_tokens is not None:
@@ -180,7 +190,7 @@ class AttsService:
             # this context ends the completion near max_tokens (plus a forced answer).
             context = min(context, len(prompt) + options.max_tokens + self._reserve)
         return Prepared(
-            request_id=f"chatcmpl-{uuid.uuid4().hex}",
+            request_id=f"{id_prefix}-{uuid.uuid4().hex}",
             options=options,
             config=config,
             prompt_ids=prompt,
@@ -209,8 +219,11 @@ class AttsService:
     # -- 2. admit ---------------------------------------------------------------------------
 
     def admit(self) -> Ticket:
+        if self._closing_at is not None:
+            self.metrics.reject("shutting_down")
+            raise shutting_down()
         if self.admitted >= self.settings.max_queue:
-            self.metrics.rejected["queue_full"] += 1
+            self.metrics.reject("queue_full")
             wait = self.metrics.recent_latency or 1.0
             retry_after = str(max(1, min(60, round(wait))))
             raise ApiError(
@@ -248,20 +261,26 @@ class AttsService:
         deadline = asyncio.timeout(self.settings.request_timeout)
         try:
             async with deadline:
+                self._deadlines.add(deadline)
+                self._bound(deadline)
                 traces = tuple(await asyncio.gather(*tasks))
         except TimeoutError as err:
             if not deadline.expired():
                 raise
-            self.metrics.cancelled["timeout"] += 1
+            if deadline.when() == self._closing_at:  # the shutdown's, not the request's own
+                self.metrics.cancel("shutdown")
+                raise shutting_down() from err
+            self.metrics.cancel("timeout")
             raise ApiError(
                 504, f"the request took longer than {self.settings.request_timeout:g} s and was "
                 "stopped; lower n, atts.rounds or the step tokens, or retry later",
                 type="timeout_error", code="request_timeout",
             ) from err
-        except asyncio.CancelledError:
-            self.metrics.cancelled["client"] += 1
+        except asyncio.CancelledError:  # the client went away, or the server cancels at exit
+            self.metrics.cancel("client" if self._closing_at is None else "shutdown")
             raise
         finally:
+            self._deadlines.discard(deadline)
             self.solving -= 1
             await _cancel_all(tasks)
         if on_text is not None:
@@ -304,12 +323,52 @@ class AttsService:
 
     # -- lifecycle and gauges ---------------------------------------------------------------
 
+    def shut_down(self, within: float) -> None:
+        """The server is stopping: admit nothing more (503), and end every solve still
+        running ``within`` seconds from now with a 503 (``server_shutting_down``), so its
+        client gets that answer before the server's grace period closes the connection."""
+        self._closing_at = asyncio.get_running_loop().time() + within
+        for deadline in self._deadlines:
+            self._bound(deadline)
+
+    def _bound(self, deadline: asyncio.Timeout) -> None:
+        if self._closing_at is not None:
+            when = deadline.when()
+            deadline.reschedule(self._closing_at if when is None
+                                else min(when, self._closing_at))
+
     async def aclose(self) -> None:
         """Save the bank and close the engines (the service owns them)."""
         await self.bank.aclose()
         await self._draft_engine.close()
         if self._target_engine is not self._draft_engine:
             await self._target_engine.close()
+
+    def _register_gauges(self) -> None:
+        """The gauges that read this service's present state at every scrape."""
+        gauge = self.metrics.gauge
+        gauge("atts_requests_admitted", "Requests admitted (running or waiting).",
+              lambda: self.admitted)
+        gauge("atts_queue_capacity", "Most requests admitted at once (--max-queue).",
+              lambda: self.settings.max_queue)
+        gauge("atts_requests_solving", "Requests whose samples are running or queued.",
+              lambda: self.solving)
+        gauge("atts_samples_active", "Samples holding a sample slot.",
+              lambda: self.active_samples)
+        gauge("atts_engine_in_flight_draft", "Draft engine calls in flight.",
+              lambda: self.draft.in_flight)
+        gauge("atts_engine_in_flight_target", "Target engine calls in flight.",
+              lambda: self.target.in_flight)
+        gauge("atts_engine_retries", "Engine calls retried since start.",
+              lambda: self.draft.retries + self.target.retries)
+        gauge("atts_bank_size", "Scores in the shared calibration bank.",
+              lambda: len(self.bank))
+        gauge("atts_bank_added", "Scores added to the bank since start.",
+              lambda: self.bank.added)
+        gauge("atts_bank_saves", "Bank saves since start.", lambda: self.bank.saves)
+        gauge("atts_bank_save_errors", "Bank saves that failed.",
+              lambda: self.bank.save_errors)
+        gauge("atts_alpha", "The server's default alpha.", lambda: self.config.alpha)
 
 
 def _watched(body: RoundBody, on_text: TextSink) -> RoundBody:

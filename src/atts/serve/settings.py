@@ -21,12 +21,15 @@ from atts.conformal import min_bank_size
 class ServeSettings:
     # Access.
     api_key: str | None = None  # None: no key needed; else "Authorization: Bearer KEY"
+    served_model_name: str | None = None  # the model id clients see (vLLM's flag); None:
+    # "atts:<draft>+<target>".  The alias "atts" is accepted either way.
 
     # Admission control (docs/SERVE.md, "Admission").
     max_queue: int = 32  # requests admitted at once (running + waiting for sample slots)
     request_timeout: float = 300.0  # seconds from admission to the answer, streams included
     max_body_bytes: int = 1 << 20
     keepalive_seconds: float = 10.0  # SSE comment lines while a stream waits for the vote
+    shutdown_seconds: int = 10  # at shutdown, requests in flight get this long to finish
 
     # Bounds on what one request may ask.
     max_n: int = 8
@@ -43,7 +46,7 @@ class ServeSettings:
     def __post_init__(self) -> None:
         positive = (
             "max_queue", "max_body_bytes", "max_n", "max_rounds", "max_step_tokens",
-            "max_completion_tokens", "bank_save_every", "bank_max",
+            "max_completion_tokens", "bank_save_every", "bank_max", "shutdown_seconds",
         )
         for key in positive:
             value = getattr(self, key)
@@ -55,6 +58,10 @@ class ServeSettings:
                 raise ValueError(f"invalid {key}: must be > 0 seconds, got {value}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("invalid api_key: empty; pass a non-empty key or none at all")
+        name = self.served_model_name
+        if name is not None and (not name.strip() or name != name.strip()):
+            raise ValueError(f"invalid served_model_name {name!r}: give a non-empty name "
+                             "without surrounding spaces, or none for the default id")
 
 
 def server_config(values: Mapping[str, Any]) -> RunConfig:
