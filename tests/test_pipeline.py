@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from atts.config import RunConfig
 from atts.conformal import Thresholds
 from pipeline_helpers import config, engines, round_of, run
 
@@ -211,3 +212,15 @@ def test_strategies_that_do_not_calibrate_draft_no_warmup(tmp_path, strategy):
     if strategy == "target_only":
         assert draft.calls == []
     assert not any(s.get("calibration") for r in rows for s in r["steps"])
+
+
+def test_a_null_alpha_discard_regenerates_every_rejected_step_at_any_alpha(tmp_path):
+    cfg = config(alpha=0.1, alpha_discard=None, rounds=4)
+    assert cfg.discard_level == 0.1
+    draft, target = engines(cycling([50, 95, 99, 500]))
+    _, rows = run(cfg, draft, target, tmp_path)
+    for row in rows:
+        drafts = [s for s in row["steps"] if s["author"] == "draft"]
+        assert [d["decision"] for d in drafts] == ["accept", "regenerate", "regenerate",
+                                                   "regenerate"]
+    assert RunConfig(alpha=0.4, alpha_discard=None).discard_level == 0.4

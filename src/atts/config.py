@@ -53,7 +53,9 @@ class RunConfig:
     # How to solve it.
     strategy: str = "atts"
     alpha: float = 0.25  # reject (hand to the target) iff p <= alpha
-    alpha_discard: float = 0.0  # regenerate instead of continue iff p <= alpha_discard
+    # Regenerate instead of continue iff p <= alpha_discard; None: alpha_discard = alpha
+    # whatever alpha is (every rejected step regenerated); ``discard_level`` resolves it.
+    alpha_discard: float | None = 0.0
     sync_budget: int = 1  # sync: the B worst-scored steps of each round go to the target
     # The nonconformity score of a draft step (atts.conformal.scores): ppl | max_surprisal |
     # tail_mean (the mean of the score_k largest token surprisals) | llr (draft - target).
@@ -176,9 +178,10 @@ class RunConfig:
         )
         check(0 < self.alpha < 1, "alpha", f"must lie in (0, 1), got {self.alpha}")
         check(
-            0 <= self.alpha_discard <= self.alpha,
+            self.alpha_discard is None or 0 <= self.alpha_discard <= self.alpha,
             "alpha_discard",
-            f"must satisfy 0 <= alpha_discard <= alpha ({self.alpha}), got {self.alpha_discard}",
+            f"must satisfy 0 <= alpha_discard <= alpha ({self.alpha}), or be null (= alpha), "
+            f"got {self.alpha_discard}",
         )
         for key in (
             "samples", "rounds", "draft_tokens", "target_tokens", "calibration_m", "n_ctx",
@@ -251,6 +254,11 @@ class RunConfig:
         if explicit is not None:
             return explicit
         return 2 if self.engine in REMOTE_ENGINES else self.max_active_samples
+
+    @property
+    def discard_level(self) -> float:
+        """``alpha_discard`` with null resolved to alpha (pure regeneration)."""
+        return self.alpha if self.alpha_discard is None else self.alpha_discard
 
     @property
     def bank_strata(self) -> str:

@@ -21,7 +21,8 @@ HELP = {
     "samples": "N parallel samples per question",
     "strategy": "what solves the questions",
     "alpha": "reject a draft step (hand it to the target) iff its p-value <= alpha",
-    "alpha_discard": "regenerate instead of continue iff p <= alpha_discard (0: never)",
+    "alpha_discard": "regenerate instead of continue iff p <= alpha_discard (0: never; null, "
+                     "via --set alpha_discard=null: equal to alpha, every rejection regenerated)",
     "calibration": "where the bank comes from: question (m first steps per question), "
                    "marginal (pooled), file (atts calibrate), adaptive (a tracked level)",
     "calibration_m": "question calibration: first steps per question",

@@ -68,11 +68,11 @@ class Judge:
 
     def __init__(self, config: RunConfig, initial_scores: Iterable[float] = ()) -> None:
         self._config = config
-        self._thresholds = Thresholds(config.alpha, config.alpha_discard)
+        self._thresholds = Thresholds(config.alpha, config.discard_level)
         self._banks: dict[str, CalibrationBank] = {}
         self._adaptive = config.calibration == "adaptive"
         self._levels = AdaptiveLevels(config.alpha, config.adaptive_gamma)
-        self._discard_ratio = config.alpha_discard / config.alpha
+        self._discard_ratio = config.discard_level / config.alpha
         self._online = self._adaptive or config.bank_strata != "none"
         initial = list(initial_scores)
         if initial:

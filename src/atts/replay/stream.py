@@ -95,7 +95,8 @@ def replay_config(run: RecordedRun, overrides: dict[str, Any]) -> RunConfig:
     An inherited setting that the overrides make invalid follows them: ``alpha_discard`` keeps
     its ratio to a new alpha, and strata are dropped for a mode without online banks."""
     inherited = dict(run.settings)
-    if "alpha" in overrides and "alpha_discard" not in overrides and "alpha" in inherited:
+    if ("alpha" in overrides and "alpha_discard" not in overrides and "alpha" in inherited
+            and inherited.get("alpha_discard", 0.0) is not None):  # null follows alpha itself
         ratio = float(inherited.get("alpha_discard", 0.0)) / float(inherited["alpha"])
         inherited["alpha_discard"] = ratio * float(overrides["alpha"])
     if overrides.get("calibration") not in (None, "marginal", "adaptive"):

@@ -79,7 +79,7 @@ def atts_object(solution: Solution) -> dict[str, Any]:
         "answer": solution.answer,
         "votes": solution.votes,
         "settings": {
-            "alpha": config.alpha, "alpha_discard": config.alpha_discard,
+            "alpha": config.alpha, "alpha_discard": config.discard_level,
             "rounds": config.rounds, "min_rounds": config.min_rounds,
             "draft_tokens": config.draft_tokens, "target_tokens": config.target_tokens,
             "temperature": config.temperature, "top_p": config.top_p,

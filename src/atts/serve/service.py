@@ -239,7 +239,7 @@ class AttsService:
     async def solve(self, prepared: Prepared, on_text: TextSink | None = None) -> Solution:
         config = prepared.config
         calibrator = RequestCalibrator(
-            self.bank, Thresholds(config.alpha, config.alpha_discard),
+            self.bank, Thresholds(config.alpha, config.discard_level),
             grows=prepared.grows_bank,
         )
         env = SampleEnv(
