@@ -64,8 +64,11 @@ def auroc_interval(values: np.ndarray, wrong: np.ndarray, draws: int = 2000,
 async def step_logprobs(rows: list[dict[str, Any]], config: RunConfig
                         ) -> list[list[tuple[list[float], list[float]]]]:
     """Per sample, per written step: (target log-probabilities, draft log-probabilities)."""
+    from tqdm import tqdm
+
     draft, target = build_engines(config)
     slots = asyncio.Semaphore(config.max_active_samples)
+    bar = tqdm(total=len(rows), unit="sample", desc="score", file=sys.stderr)
 
     async def one(row: dict[str, Any]) -> list[tuple[list[float], list[float]]]:
         prompt = target.render_chat(question_messages(row["question"]))
@@ -77,6 +80,7 @@ async def step_logprobs(rows: list[dict[str, Any]], config: RunConfig
         async with slots:
             t_score, d_score = await asyncio.gather(target.score(prompt, ids),
                                                     draft.score(prompt, ids))
+        bar.update(1)
         out, start = [], 0
         for step in steps:
             end = start + len(step)
@@ -87,6 +91,7 @@ async def step_logprobs(rows: list[dict[str, Any]], config: RunConfig
     try:
         return list(await asyncio.gather(*(one(r) for r in rows)))
     finally:
+        bar.close()
         await draft.close()
         await target.close()
 
@@ -95,12 +100,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="*", type=Path, default=[DEFAULT_RUN])
     parser.add_argument("--k", type=int, default=4, help="tail_mean's k")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="score only the first LIMIT samples (the full draft-only run is "
+                        "80 samples, about 50k tokens per model: some 20 minutes on 2 cores)")
     parser.add_argument("--results", type=Path, default=Path("bench/results/scores.md"))
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with Grader() as grader:
         for folder in args.runs:
             rows += [r for r in load_run(folder, grader).rows if r["status"] == "ok"]
+    rows = rows[: args.limit]
     started = time.time()
     per_sample = asyncio.run(step_logprobs(rows, RunConfig()))
     seconds = time.time() - started
