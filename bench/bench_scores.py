@@ -76,6 +76,7 @@ async def step_logprobs(rows: list[dict[str, Any]], config: RunConfig
                  if s["kind"] == "step" and s["text"]]
         ids = [t for step in steps for t in step]
         if not ids:
+            bar.update(1)
             return []
         async with slots:
             t_score, d_score = await asyncio.gather(target.score(prompt, ids),
