@@ -209,3 +209,16 @@ def test_adaptive_settings_are_validated():
         RunConfig(pvalue="random")
     with pytest.raises(ConfigError, match="strata"):
         RunConfig(calibration="question", strata="question_round")
+
+
+def test_a_run_smaller_than_the_warmup_drafts_calibration_only_first_steps(tmp_path):
+    """With adaptive calibration the default, `atts run --limit 1 --samples 2` must still
+    decide: the warm-up tops itself up with first steps of samples N, N+1, ..."""
+    cfg = config(calibration="adaptive", calibration_file=None, warmup=8, alpha=0.25,
+                 samples=2, rounds=2)
+    draft, target = engines(lambda call: f"s ppl={(call.params.seed % 40) + 1}\\n\\n")
+    _, rows = run(cfg, draft, target, tmp_path, bank=(), questions=1)
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}, rows[0].get("error")
+    first_steps = [c for c in draft.calls if c.kind == "generate"
+                   and "ppl=" not in c.prompt]
+    assert len(first_steps) == 8  # 2 samples' first steps + 6 calibration-only ones

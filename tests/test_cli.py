@@ -53,7 +53,9 @@ def test_precedence_defaults_recipe_set_flags(tmp_path):
         (["--set", "sampels=3"], "sampels -> did you mean samples?"),
         (["--samples", "two"], "cannot read 'two'"),
         (["--dataset", "nope"], "nope"),
-        (["--alpha", "0.1", "--calibration-m", "4"], "needs at least 10 calibration steps"),
+        (["--alpha", "0.1", "--calibration", "question", "--calibration-m", "4"],
+         "needs at least 10 calibration steps"),
+        (["--alpha", "0.1"], "needs a warm-up of at least 10 scores; raise warmup"),
         (["--calibration", "file"], "--calibration-file"),
         (["--set", "samples=true"], "invalid samples: cannot read True as int"),
         (["--cores", "0"], "invalid cores: must lie in [1, "),
@@ -239,7 +241,7 @@ def test_every_run_flag_says_its_default_and_choices(capsys):
         main(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     for expected in ("--strategy STRATEGY", "{atts, sync, target_only, draft_only, judge}",
-                     "--calibration", "(default: question)", "--engine",
+                     "--calibration", "(default: adaptive)", "--engine",
                      "llama_cpp, transformers, fake, vllm, sglang, openai", "--cores",
                      "--draft-tokens", "(default: 160)"):
         assert expected in out, expected

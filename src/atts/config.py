@@ -53,9 +53,10 @@ class RunConfig:
     # How to solve it.
     strategy: str = "atts"
     alpha: float = 0.25  # reject (hand to the target) iff p <= alpha
-    # Regenerate instead of continue iff p <= alpha_discard; None: alpha_discard = alpha
-    # whatever alpha is (every rejected step regenerated); ``discard_level`` resolves it.
-    alpha_discard: float | None = 0.0
+    # Regenerate instead of continue iff p <= alpha_discard; None (the default): alpha_discard
+    # = alpha whatever alpha is, every rejected step regenerated (the accuracy benchmark of
+    # BENCHMARKS.md section 0.2); 0: never (the paper's code); ``discard_level`` resolves it.
+    alpha_discard: float | None = None
     sync_budget: int = 1  # sync: the B worst-scored steps of each round go to the target
     # The nonconformity score of a draft step (atts.conformal.scores): ppl | max_surprisal |
     # tail_mean (the mean of the score_k largest token surprisals) | llr (draft - target).
@@ -65,7 +66,9 @@ class RunConfig:
     judge_threshold: int = 7
 
     # Calibration (docs/METHOD.md section 3).
-    calibration: str = "question"  # question | marginal | file | adaptive
+    # adaptive (the default, with round strata): held alpha in every round on replays of
+    # recorded runs (BENCHMARKS.md 6.5) and kept target-only's accuracy (section 0.2).
+    calibration: str = "adaptive"  # adaptive | question | marginal | file
     calibration_m: int = 4  # question: first steps drafted and scored per question
     warmup: int = 8  # marginal: scores pooled before the first decision
     calibration_file: str | None = None

@@ -124,7 +124,13 @@ class Calibrator:
         if self._config.calibration not in POOLED_WARMUP or self._warmup is not None:
             return
         have = self._judge.size("")
-        wanted = warmup_order(pending)[: max(0, self._config.warmup - have)]
+        # A run of fewer samples than the warm-up (a quick look at one question) drafts the
+        # rest as calibration-only first steps, seeded like samples N, N+1, ... of its
+        # questions (as question mode does for m > N), so its first decision has a bank.
+        questions = list(dict.fromkeys(q for q, _ in pending))
+        extra = [(q, self._config.samples + j) for j in range(self._config.warmup)
+                 for q in questions]
+        wanted = (warmup_order(pending) + extra)[: max(0, self._config.warmup - have)]
         futures = [self._future(key) for key in wanted]
         self._warmup = asyncio.ensure_future(self._fill(wanted, futures, question_id=""))
 
