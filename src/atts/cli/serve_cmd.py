@@ -25,7 +25,8 @@ CONFIG_FLAGS = {
     "draft": "draft model: a name from `atts models list` or a GGUF path",
     "target": "target model (must share the draft's tokenizer)",
     "alpha": "default alpha: reject a draft step iff its p-value <= alpha",
-    "alpha_discard": "default: regenerate instead of continue iff p <= alpha_discard",
+    "alpha_discard": "default: regenerate instead of continue iff p <= alpha_discard (unset: "
+                     "equal to alpha, every rejection regenerated)",
     "rounds": "default T: most rounds per sample",
     "draft_tokens": "default K_d: most tokens per draft step",
     "target_tokens": "default K_t: most tokens per target step",
