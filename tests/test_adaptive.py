@@ -222,3 +222,28 @@ def test_a_run_smaller_than_the_warmup_drafts_calibration_only_first_steps(tmp_p
     first_steps = [c for c in draft.calls if c.kind == "generate"
                    and "ppl=" not in c.prompt]
     assert len(first_steps) == 8  # 2 samples' first steps + 6 calibration-only ones
+
+
+def test_the_warmup_rises_to_what_alpha_needs(tmp_path, capsys):
+    """With adaptive the default, `--alpha 0.1` (or a replay at 0.1) must not need a matching
+    `--warmup`: the warm-up is raised to n + 1 >= 1/alpha plus the one left out."""
+    from atts.cli.main import main
+    from atts.config import RunConfig
+
+    assert RunConfig(alpha=0.1).warmup_size == 10
+    assert RunConfig(alpha=0.25).warmup_size == 8
+    assert RunConfig(alpha=0.25, warmup=20).warmup_size == 20
+    path = fake_adaptive_run(tmp_path)
+    (path / "manifest.json").unlink()  # a trace from elsewhere: the defaults judge it
+    assert main(["replay", str(path / "samples.jsonl"), "--alpha", "0.1", "--json"]) == 0
+    assert '"alpha": 0.1' in capsys.readouterr().out
+
+
+def fake_adaptive_run(tmp_path):
+    cfg = config(calibration="adaptive", calibration_file=None, alpha=0.25, samples=4,
+                 rounds=3)
+    draft, target = engines(
+        lambda call: f"s ppl={random.Random(call.params.seed).lognormvariate(1.0, 0.4):.6f}"
+                     "\n\n")
+    run(cfg, draft, target, tmp_path, bank=(), questions=4)
+    return tmp_path

@@ -55,7 +55,6 @@ def test_precedence_defaults_recipe_set_flags(tmp_path):
         (["--dataset", "nope"], "nope"),
         (["--alpha", "0.1", "--calibration", "question", "--calibration-m", "4"],
          "needs at least 10 calibration steps"),
-        (["--alpha", "0.1"], "needs a warm-up of at least 10 scores; raise warmup"),
         (["--calibration", "file"], "--calibration-file"),
         (["--set", "samples=true"], "invalid samples: cannot read True as int"),
         (["--cores", "0"], "invalid cores: must lie in [1, "),

@@ -70,7 +70,10 @@ class RunConfig:
     # recorded runs (BENCHMARKS.md 6.5) and kept target-only's accuracy (section 0.2).
     calibration: str = "adaptive"  # adaptive | question | marginal | file
     calibration_m: int = 4  # question: first steps drafted and scored per question
-    warmup: int = 8  # marginal: scores pooled before the first decision
+    # marginal / adaptive: scores pooled before the first decision, raised to the least a
+    # decision at alpha needs (n + 1 >= 1/alpha, plus one left out) when smaller
+    # (``warmup_size``), so `--alpha 0.1` works without a matching `--warmup`.
+    warmup: int = 8
     calibration_file: str | None = None
     grow_bank: bool = False  # add every scored draft step to the bank as the run goes on
     # Mondrian strata (marginal or adaptive): one online bank per round index, fed by that
@@ -236,13 +239,6 @@ class RunConfig:
                 f"alpha={self.alpha} needs at least {needed} calibration steps per question "
                 f"(n + 1 >= 1/alpha with one left out); raise calibration_m or alpha",
             )
-        if self.strategy == "atts" and self.calibration in ("marginal", "adaptive") and valid_alpha:
-            needed = min_bank_size(self.alpha) + 1
-            check(
-                self.warmup >= needed,
-                "warmup",
-                f"alpha={self.alpha} needs a warm-up of at least {needed} scores; raise warmup",
-            )
         check.raise_if_any()
 
     def compute_plan(self) -> ComputePlan:
@@ -257,6 +253,11 @@ class RunConfig:
         if explicit is not None:
             return explicit
         return 2 if self.engine in REMOTE_ENGINES else self.max_active_samples
+
+    @property
+    def warmup_size(self) -> int:
+        """The warm-up a run uses: ``warmup``, or the least alpha needs if that is larger."""
+        return max(self.warmup, min_bank_size(self.alpha) + 1)
 
     @property
     def discard_level(self) -> float:

@@ -128,9 +128,9 @@ class Calibrator:
         # rest as calibration-only first steps, seeded like samples N, N+1, ... of its
         # questions (as question mode does for m > N), so its first decision has a bank.
         questions = list(dict.fromkeys(q for q, _ in pending))
-        extra = [(q, self._config.samples + j) for j in range(self._config.warmup)
+        extra = [(q, self._config.samples + j) for j in range(self._config.warmup_size)
                  for q in questions]
-        wanted = (warmup_order(pending) + extra)[: max(0, self._config.warmup - have)]
+        wanted = (warmup_order(pending) + extra)[: max(0, self._config.warmup_size - have)]
         futures = [self._future(key) for key in wanted]
         self._warmup = asyncio.ensure_future(self._fill(wanted, futures, question_id=""))
 

@@ -182,7 +182,7 @@ class Judge:
             if round_index == 0:
                 return group
         stratum = self._banks.get(self._round_key(round_index))
-        if stratum is not None and len(stratum) >= self._config.warmup:
+        if stratum is not None and len(stratum) >= self._config.warmup_size:
             return stratum.snapshot()
         return group  # this round's stratum is still cold: round 0's bank stands in
 

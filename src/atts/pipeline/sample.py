@@ -53,6 +53,11 @@ class SampleEnv:
     prompt_ids: Callable[[str], list[int]]
     context_length: int
     coordinator: SyncCoordinator | None = None  # sync strategy: the per-question round barrier
+    # Wall time minus monotonic time, taken once per run: every sample's ``started_at`` is its
+    # monotonic start plus this, so ``started_at + t`` orders a run's decisions exactly as the
+    # monotonic clock saw them (reading both clocks per sample let a preemption between the
+    # two reads shift one sample by milliseconds and swap close decisions in a replay).
+    wall_offset: float = field(default_factory=lambda: time.time() - time.monotonic())
 
 
 @dataclass
@@ -134,7 +139,8 @@ async def write_step(
 
 async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody) -> SampleTrace:
     config = env.config
-    started_at, clock = time.time(), time.monotonic()
+    clock = time.monotonic()
+    started_at = clock + env.wall_offset
     state = SampleState(spec, list(env.prompt_ids(spec.question)), clock=clock)
     try:
         await _rounds(state, env, body)

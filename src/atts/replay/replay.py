@@ -46,7 +46,7 @@ def pre_pass(run: RecordedRun, config: RunConfig) -> set[tuple[str, int]]:
     if config.calibration == "question":
         return {key for key in run.samples if key[1] < config.calibration_m}
     if config.calibration in POOLED_WARMUP:
-        return set(warmup_order(run.samples)[: config.warmup])
+        return set(warmup_order(run.samples)[: config.warmup_size])
     return set()
 
 

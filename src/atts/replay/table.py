@@ -77,7 +77,7 @@ def fixed_band(config: RunConfig, file_size: int) -> tuple[float, float] | None:
         return None
     if config.pvalue == "smoothed":
         return (config.alpha, config.alpha)
-    n = {"question": config.calibration_m, "marginal": config.warmup}.get(config.calibration,
+    n = {"question": config.calibration_m, "marginal": config.warmup_size}.get(config.calibration,
                                                                           file_size)
     return (max(0.0, config.alpha - 1.0 / (n + 1)), config.alpha)
 
