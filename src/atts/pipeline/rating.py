@@ -21,7 +21,7 @@ import re
 
 from atts.conformal import Decision
 from atts.engines.base import SamplingParams
-from atts.pipeline.sample import SampleEnv, SampleState, prefill_tokens, write_step
+from atts.pipeline.sample import SampleEnv, SampleState, prefill_tokens, target_turn
 from atts.pipeline.seeds import derive_seed
 from atts.pipeline.trace import Step
 
@@ -78,5 +78,4 @@ async def judge_round(state: SampleState, env: SampleEnv, round_index: int) -> N
         state.append(step, generation)
         return
     state.steps.append(step)  # recorded in the trace, not in the text
-    target_step, target_generation = await write_step(state, env, "target", round_index)
-    state.append(target_step, target_generation)
+    await target_turn(state, env, round_index)

@@ -137,6 +137,13 @@ async def write_step(
     return step, generation
 
 
+async def target_turn(state: SampleState, env: SampleEnv, round_index: int) -> None:
+    """The target writes this round's step and it joins the text (after a rejected draft
+    step, and every round of target-only)."""
+    step, generation = await write_step(state, env, "target", round_index)
+    state.append(step, generation)
+
+
 async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody) -> SampleTrace:
     config = env.config
     clock = time.monotonic()

@@ -24,7 +24,14 @@ from atts.conformal import Decision
 from atts.conformal.scores import step_score
 from atts.pipeline.calibration import CalibratorLike, ScoredDraft
 from atts.pipeline.rating import judge_round
-from atts.pipeline.sample import RoundBody, SampleEnv, SampleState, prefill_tokens, write_step
+from atts.pipeline.sample import (
+    RoundBody,
+    SampleEnv,
+    SampleState,
+    prefill_tokens,
+    target_turn,
+    write_step,
+)
 from atts.pipeline.trace import Step
 
 
@@ -71,11 +78,6 @@ def _count(state: SampleState, drafted: ScoredDraft) -> None:
         state.score_seconds += drafted.score.seconds
 
 
-async def _target_turn(state: SampleState, env: SampleEnv, round_index: int) -> None:
-    step, generation = await write_step(state, env, "target", round_index)
-    state.append(step, generation)
-
-
 async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
     drafted, calibration = await _judged_draft(state, env, round_index)
     _count(state, drafted)
@@ -106,7 +108,7 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
         state.append(step, generation)
     if decision is not Decision.ACCEPT:
         state.reopen()  # a rejected step that ended the message: the target continues it
-        await _target_turn(state, env, round_index)
+        await target_turn(state, env, round_index)
 
 
 @dataclass
@@ -174,11 +176,11 @@ async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> No
     )
     if rejected:
         state.reopen()
-        await _target_turn(state, env, round_index)
+        await target_turn(state, env, round_index)
 
 
 async def target_only_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
-    await _target_turn(state, env, round_index)
+    await target_turn(state, env, round_index)
 
 
 async def draft_only_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
