@@ -327,3 +327,20 @@ def test_a_failed_model_install_is_one_line(monkeypatch, capsys):
     assert cli_main.main(["models", "pull", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "sha256 does not match" in err and "Traceback" not in err
+
+
+def test_a_run_reads_its_dataset_once(tmp_path, monkeypatch, capsys):
+    """`atts run` read the dataset twice: once for the selection, once for the total it
+    prints (issue 17); a large user file was parsed and hashed twice."""
+    import atts.data.loader as loader
+
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)})
+                            + "\n" for i in range(3)))
+    reads = []
+    real = loader.load_jsonl
+    monkeypatch.setattr(loader, "load_jsonl", lambda spec: reads.append(spec) or real(spec))
+    assert main(["run", "--engine", "fake", "--dataset", f"jsonl:{data}", "--limit", "2",
+                 "--out", str(tmp_path / "run"), "--no-progress", "--no-report"]) == 0
+    assert "2 of 3 problems" in capsys.readouterr().err
+    assert len(reads) == 1

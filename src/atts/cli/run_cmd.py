@@ -145,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def handle(args: argparse.Namespace) -> int:
     from atts.data import load_dataset
+    from atts.data.loader import select_problems
     from atts.runner.session import run_job
 
     if args.resume:
@@ -159,9 +160,10 @@ def handle(args: argparse.Namespace) -> int:
                          "or --resume DIR")
     else:
         config = config_from_args(args)
-    problems = load_dataset(config.dataset, limit=config.limit, offset=config.offset,
-                            ids=list(config.ids) or None)
-    available = len(load_dataset(config.dataset))
+    everything = load_dataset(config.dataset)  # read once: the selection and its total
+    problems = select_problems(everything, config.dataset, limit=config.limit,
+                               offset=config.offset, ids=list(config.ids) or None)
+    available = len(everything)
     more = (f" (--limit {config.limit}; a larger --limit on the same --out adds questions)"
             if config.limit is not None and len(problems) < available else "")
     print(f"atts run: {config.dataset}, {len(problems)} of {available} problems{more} x "

@@ -28,16 +28,30 @@ def load_dataset(
     part after the dataset name (``"17"``).  An unknown id raises ``DatasetError`` listing a few
     valid ones.  ``offset`` skips that many problems, ``limit`` keeps at most that many.
     """
-    if offset < 0:
-        raise DatasetError(f"offset must be >= 0, got {offset}")
-    if limit is not None and limit < 0:
-        raise DatasetError(f"limit must be >= 0 (or None for all), got {limit}")
     if name.startswith(PREFIX):
         problems = load_jsonl(parse_spec(name, fields))
     else:
         if fields:
             raise DatasetError(f"fields apply to {PREFIX}PATH user files, not to {name!r}")
         problems = load_builtin(name)
+    return select_problems(problems, name, limit=limit, offset=offset, ids=ids)
+
+
+def select_problems(
+    problems: list[Problem],
+    name: str,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    ids: Iterable[str] | None = None,
+) -> list[Problem]:
+    """The selection of ``load_dataset`` applied to problems already loaded (a caller that
+    needs both the whole set and a selection reads the file once).  ``name``: the dataset's
+    name, for messages."""
+    if offset < 0:
+        raise DatasetError(f"offset must be >= 0, got {offset}")
+    if limit is not None and limit < 0:
+        raise DatasetError(f"limit must be >= 0 (or None for all), got {limit}")
     if ids is not None:
         problems = _select_ids(problems, list(ids), name)
     if offset and offset >= len(problems):
