@@ -304,3 +304,39 @@ def test_a_row_that_cannot_be_written_whole_leaves_no_torn_line(tmp_path, monkey
     assert folder.samples_path.read_bytes() == before
     folder.append({"question_id": "q", "sample_index": 1, "status": "ok"})
     assert [r["sample_index"] for r in folder.rows()] == [0, 1]
+
+
+@pytest.mark.parametrize("calibration", ["adaptive", "question"])
+def test_an_interrupted_run_stops_its_pre_drafting_quietly(tmp_path, calibration):
+    """SIGINT during the warm-up printed three InvalidStateError tracebacks (issue 17): the
+    cancelled samples took their pre-drafted futures down, the warm-up kept drafting and then
+    set results on them, and its failure went unread.  Now cancelling the run cancels the
+    pre-drafting too, and nothing is left to report."""
+    cfg = config(samples=2, rounds=2, calibration=calibration, calibration_file=None,
+                 alpha=0.25, calibration_m=4, warmup=12, max_active_samples=4)
+    draft, target = engines(lambda call: "s ppl=10\n\n", draft_delay=lambda call: 0.05)
+    folder = RunFolder(tmp_path)
+    folder.prepare({"config": cfg.to_dict()})
+    reports: list[dict] = []
+
+    async def interrupted() -> int:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reports.append(ctx))
+        task = asyncio.ensure_future(
+            execute(cfg, problems(3), draft, target, folder, show_progress=False))
+        while not draft.calls:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        drafted = len(draft.calls)
+        await asyncio.sleep(0.3)  # a pre-draft still running would call the engine again
+        assert len(draft.calls) == drafted
+        return drafted
+
+    asyncio.run(interrupted())
+    import gc
+
+    gc.collect()
+    assert reports == []
+    assert folder.rows() == []

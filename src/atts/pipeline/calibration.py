@@ -168,6 +168,14 @@ class Calibrator:
         elif mode in POOLED_WARMUP and self._warmup is not None:
             await asyncio.shield(self._warmup)
 
+    async def aclose(self) -> None:
+        """Stop the pre-drafting still in flight (an interrupted or failed run) and wait for
+        it, so that nothing drafts on engines about to close and no failure goes unread."""
+        tasks = [t for t in (self._warmup, *self._prepasses.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _ensure_prepass(self, question_id: str) -> None:
         if question_id in self._prepasses:
             return
@@ -197,14 +205,21 @@ class Calibrator:
         question_id: str,
     ) -> None:
         async def one(key: tuple[str, int], future: asyncio.Future[ScoredDraft]) -> None:
+            # A future may be settled already: its sample was cancelled (an interrupted run)
+            # and took it down with it; a cancelled fill cancels its futures, not fails them.
             try:
                 drafted = await self._draft_and_score(*key)
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
             except BaseException as err:
-                future.set_exception(err)
+                if not future.done():
+                    future.set_exception(err)
                 raise
             if drafted.value is not None:
                 self._judge.add(question_id, drafted.value)
-            future.set_result(drafted)
+            if not future.done():
+                future.set_result(drafted)
 
         results = await asyncio.gather(
             *(one(k, f) for k, f in zip(keys, futures, strict=True)), return_exceptions=True

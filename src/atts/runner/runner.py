@@ -228,6 +228,8 @@ async def execute(
             await asyncio.gather(*(admit_sample(spec) for spec in pending))
     finally:
         progress.close()
+        if calibrator is not None:
+            await calibrator.aclose()
     wall, cpu = time.monotonic() - clock, time.process_time() - cpu_clock
     return RunOutcome(
         total=len(specs),
