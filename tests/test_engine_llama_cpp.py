@@ -344,3 +344,17 @@ def test_n_ctx_above_the_training_context_is_an_error_not_a_crash() -> None:
                            timeout=120)
     assert child.returncode == 0, child.stderr[-500:]
     assert "exceeds the model's training context 8192; set --n-ctx 8192 or less" in child.stdout
+
+
+def test_a_generation_streams_its_tokens_as_they_are_decoded(
+    engine: Any, prompt: list[int]
+) -> None:
+    """on_tokens hears the ids so far after each token, on the event loop, before the result
+    (the server's token-level stream of n = 1 rests on this)."""
+    heard: list[tuple[int, ...]] = []
+    params = SamplingParams(max_tokens=12, temperature=0.0, seed=3)
+    gen = run(engine.generate(prompt, params, on_tokens=heard.append))
+    assert len(heard) == len(gen.token_ids) - 1  # the last token settles the result instead
+    assert [len(ids) for ids in heard] == list(range(1, len(gen.token_ids)))
+    assert all(gen.token_ids[: len(ids)] == ids for ids in heard)
+    assert run(engine.generate(prompt, params)).token_ids == gen.token_ids  # no side effect

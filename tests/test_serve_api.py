@@ -120,6 +120,28 @@ def test_stream_with_n_1_sends_the_steps_as_they_are_written():
     assert settled(svc)
 
 
+def test_stream_with_n_1_sends_the_targets_own_step_token_by_token():
+    """Issue 17: a stream of n = 1 arrived a whole round at a time.  A step the target writes
+    is final as it decodes, so it streams token by token (fake tokens are characters); a
+    draft step waits for its decision, which could reject it, and then arrives whole."""
+    svc = service(pair=engines(drafting(["9"], think_ppl=500)))
+    with running(svc) as server:
+        stream = client(server.url).chat.completions.create(
+            model="atts", messages=USER, stream=True,
+            extra_body={"atts": {"trace": True, "alpha": 0.1, "alpha_discard": 0.0}},
+        )
+        chunks = list(stream)
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and
+              c.choices[0].delta.content]
+    steps = chunks[-1].model_extra["atts"]["samples"][0]["steps"]
+    draft, target = steps[0]["text"], steps[1]["text"]
+    assert steps[1]["author"] == "target" and len(target) > 10
+    assert pieces[0] == draft  # decided, then sent whole
+    assert "".join(pieces) == draft + target
+    assert len(pieces) >= len(target) - 1  # one chunk per decoded token (the last one ends it)
+    assert settled(svc)
+
+
 def test_stream_with_n_above_1_sends_every_choice_after_the_vote_voted_first():
     svc = service(pair=engines(drafting(["5", "6", "6"])))
     with running(svc) as server, httpx.stream(

@@ -45,7 +45,14 @@ import numpy as np
 
 from atts.engines._context_pool import ContextPool, Slot
 from atts.engines._sampling import sample_token, token_logprobs
-from atts.engines.base import EngineError, FinishReason, Generation, SamplingParams, StepScore
+from atts.engines.base import (
+    EngineError,
+    FinishReason,
+    Generation,
+    SamplingParams,
+    StepScore,
+    TokenSink,
+)
 from atts.engines.compute import ComputePool
 
 STOP = object()  # put on the queue by close()
@@ -59,6 +66,7 @@ class Request:
     future: Future[Any]
     params: SamplingParams | None = None
     prefix_len: int = 0  # scoring: where the step starts
+    on_tokens: TokenSink | None = None  # generation: told the ids so far as they grow
 
 
 @dataclass
@@ -355,6 +363,8 @@ class DecodeLoop:
             elif len(item.out) >= params.max_tokens:
                 finish = "length"
         if finish is None:
+            if item.request.on_tokens is not None:
+                item.request.on_tokens(tuple(item.out))
             return True
         text = b"".join(self._piece(t) for t in item.out).decode("utf-8", errors="replace")
         _settle(item.request.future, Generation(

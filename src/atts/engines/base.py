@@ -14,7 +14,7 @@ Implementations: ``llama_cpp`` (embedded default), ``transformers`` (reference),
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -22,6 +22,8 @@ from typing import Literal, Protocol, runtime_checkable
 from atts.models.store import ModelNotFoundError as ModelNotFoundError
 
 FinishReason = Literal["stop", "length", "eos"]
+# Told the ids one generation has decoded so far, each time they grow (``Engine.generate``).
+TokenSink = Callable[[tuple[int, ...]], None]
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,12 @@ class Engine(Protocol):
         partial assistant message."""
         ...
 
-    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams,
+                       on_tokens: TokenSink | None = None) -> Generation:
+        """Sample a continuation of ``prompt_ids``.  ``on_tokens``, when given, is called on
+        the event loop with the ids decoded so far each time they grow (live streaming); an
+        engine that cannot stream never calls it, and the caller has the whole step from the
+        returned ``Generation`` either way."""
         ...
 
     async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:

@@ -33,6 +33,7 @@ from atts.engines.base import (
     Generation,
     SamplingParams,
     StepScore,
+    TokenSink,
 )
 
 _IM_START, _IM_END = "<|im_start|>", "<|im_end|>"
@@ -104,7 +105,8 @@ class FakeEngine:
             text += f"{_IM_START}assistant\n"
         return self.tokenize(text)
 
-    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams,
+                       on_tokens: TokenSink | None = None) -> Generation:
         prompt = self.detokenize(prompt_ids)
         call = FakeCall("generate", prompt, params=params, prompt_ids=tuple(prompt_ids))
         started = await self._enter(call, len(prompt_ids) + params.max_tokens)
@@ -119,6 +121,10 @@ class FakeEngine:
             self._leave(call, started)
         ids = tuple(self.tokenize(text)) + ((EOS_ID,) if finish == "eos" else ())
         logprobs = (float(self._score(call)),) * len(ids) if params.logprobs else None
+        if on_tokens is not None:  # token by token, yielding between tokens as a real loop does
+            for end in range(1, len(ids)):
+                on_tokens(ids[:end])
+                await asyncio.sleep(0)
         return Generation(
             ids, text, finish, prompt_tokens=len(prompt_ids), seconds=time.monotonic() - started,
             logprobs=logprobs,

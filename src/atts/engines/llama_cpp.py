@@ -14,6 +14,7 @@ with the other engine; without one, on ``n_threads`` threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from atts.engines.base import (
     Generation,
     SamplingParams,
     StepScore,
+    TokenSink,
 )
 from atts.engines.chat_template import render_chat_template
 from atts.engines.compute import ComputePool
@@ -183,14 +185,16 @@ class LlamaCppEngine:
 
     # -- async API ---------------------------------------------------------------------------
 
-    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams,
+                       on_tokens: TokenSink | None = None) -> Generation:
         prompt = self._checked(prompt_ids, "prompt_ids")
         if len(prompt) + params.max_tokens > self._n_ctx:
             raise ContextOverflowError(
                 f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
                 f"context length {self._n_ctx}; shorten the prompt or raise n_ctx"
             )
-        return await self._submit(Request(prompt, Future(), params=params))
+        sink = None if on_tokens is None else _on_loop(asyncio.get_running_loop(), on_tokens)
+        return await self._submit(Request(prompt, Future(), params=params, on_tokens=sink))
 
     async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
         prefix = self._checked(prefix_ids, "prefix_ids")
@@ -235,3 +239,14 @@ class LlamaCppEngine:
 
     def release(self, token_ids: Sequence[int]) -> None:
         self._loop.pool.release(token_ids)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, on_tokens: TokenSink) -> TokenSink:
+    """``on_tokens`` as the decode thread may call it: run on the caller's event loop, in
+    order, before the generation's own result (both go through ``call_soon_threadsafe``)."""
+
+    def sink(ids: tuple[int, ...]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+            loop.call_soon_threadsafe(on_tokens, ids)
+
+    return sink

@@ -50,6 +50,7 @@ from atts.engines.base import (
     Generation,
     SamplingParams,
     StepScore,
+    TokenSink,
 )
 from atts.models import lookup
 
@@ -184,7 +185,9 @@ class TransformersEngine:
 
     # -- protocol: model calls -----------------------------------------------------------------
 
-    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams,
+                       on_tokens: TokenSink | None = None) -> Generation:
+        """The reference engine does not stream: ``on_tokens`` is never called."""
         prompt = self._check_ids(prompt_ids, "prompt_ids")
         if len(prompt) + params.max_tokens > self._n_ctx:
             raise ContextOverflowError(

@@ -25,6 +25,7 @@ from atts.engines.base import (
     RetriesExhaustedError,
     SamplingParams,
     StepScore,
+    TokenSink,
 )
 
 T = TypeVar("T")
@@ -64,8 +65,9 @@ class GuardedEngine:
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self.engine.detokenize(token_ids)
 
-    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
-        return await self._call(lambda: self.engine.generate(prompt_ids, params))
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams,
+                       on_tokens: TokenSink | None = None) -> Generation:
+        return await self._call(lambda: self.engine.generate(prompt_ids, params, on_tokens))
 
     async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
         return await self._call(lambda: self.engine.score(prefix_ids, step_ids))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from atts.config import RunConfig
-from atts.engines.base import Generation, SamplingParams, StepScore
+from atts.engines.base import Generation, SamplingParams, StepScore, TokenSink
 from atts.grading import extract_boxed
 from atts.pipeline.calibration import CalibratorLike
 from atts.pipeline.guarded import GuardedEngine
@@ -30,6 +30,9 @@ from atts.pipeline.trace import Author, SampleTrace, Step, StopReason, Timings, 
 
 if TYPE_CHECKING:
     from atts.pipeline.strategies import SyncCoordinator
+
+
+TextSink = Callable[[str], None]  # told a sample's whole text so far
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ class SampleState:
     score_seconds: float = 0.0
     target_seconds: float = 0.0
     clock: float = field(default_factory=time.monotonic)  # when the sample started
+    # Live streaming (the server's n = 1): told the text so far, final text only (a kept step
+    # once appended, the target's own step token by token as it decodes; a draft step waits
+    # for its decision, which may reject it).
+    on_text: TextSink | None = None
 
     def elapsed(self) -> float:
         """Seconds since the sample started (``Step.t``)."""
@@ -87,9 +94,15 @@ class SampleState:
         """Add a kept step: its ids continue the assistant message."""
         self.steps.append(step)
         self.ids.extend(generation.token_ids)
-        self.text += generation.text
         if generation.finish_reason == "eos":
             self.ended = True
+        self.add_text(generation.text)
+
+    def add_text(self, text: str) -> None:
+        """The one place the text grows (a kept step, a cue, a forced answer)."""
+        self.text += text
+        if self.on_text is not None:
+            self.on_text(self.text)
 
     def reopen(self) -> None:
         """Drop the end-of-generation id of a step that ended the message, to write after it."""
@@ -123,7 +136,11 @@ async def write_step(
     """One step written by ``role`` alone (the target-only and draft-only loops, and the
     target's turn after a rejected draft step)."""
     engine = env.draft if role == "draft" else env.target
-    generation = await engine.generate(state.ids, state.step_params(env.config, role, round_index))
+    live = state.on_text if role == "target" else None  # a target step is kept as written
+    generation = await engine.generate(
+        state.ids, state.step_params(env.config, role, round_index),
+        None if live is None else _live_tokens(state.text, engine, live),
+    )
     if role == "draft":
         state.draft_decode += len(generation.token_ids)
         state.draft_seconds += generation.seconds
@@ -137,6 +154,17 @@ async def write_step(
     return step, generation
 
 
+def _live_tokens(before: str, engine: GuardedEngine, on_text: TextSink) -> TokenSink:
+    """A token sink telling ``on_text`` the sample's text with the step decoded so far.  A
+    character cut in two by the last token waits for the next one (its replacement mark would
+    be sent and then change, and what is sent cannot change)."""
+
+    def sink(ids: tuple[int, ...]) -> None:
+        on_text(before + engine.detokenize(ids).rstrip("\ufffd"))
+
+    return sink
+
+
 async def target_turn(state: SampleState, env: SampleEnv, round_index: int) -> None:
     """The target writes this round's step and it joins the text (after a rejected draft
     step, and every round of target-only)."""
@@ -144,11 +172,15 @@ async def target_turn(state: SampleState, env: SampleEnv, round_index: int) -> N
     state.append(step, generation)
 
 
-async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody) -> SampleTrace:
+async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody,
+                     on_text: TextSink | None = None) -> SampleTrace:
+    """Run one sample to its end.  ``on_text``: told its text so far as it grows (see
+    ``SampleState.on_text``)."""
     config = env.config
     clock = time.monotonic()
     started_at = clock + env.wall_offset
-    state = SampleState(spec, list(env.prompt_ids(spec.question)), clock=clock)
+    state = SampleState(spec, list(env.prompt_ids(spec.question)), clock=clock,
+                        on_text=on_text)
     try:
         await _rounds(state, env, body)
     finally:
@@ -193,7 +225,7 @@ def _append_cue(state: SampleState, env: SampleEnv, cue: str, round_index: int) 
     ids = env.target.tokenize(cue)
     state.steps.append(Step(round_index, "target", cue, len(ids), kind="wait", t=state.elapsed()))
     state.ids.extend(ids)
-    state.text += cue
+    state.add_text(cue)
 
 
 async def _force_answer(state: SampleState, env: SampleEnv, author: str) -> None:
@@ -221,7 +253,7 @@ async def _force_answer(state: SampleState, env: SampleEnv, author: str) -> None
         Step(state.rounds, role, text, tokens, kind="forced_answer", seconds=generation.seconds,
              prefill_tokens=prefill_tokens(len(context), generation), t=state.elapsed())
     )
-    state.text += text
+    state.add_text(text)
 
 
 def _freeze(state: SampleState, config: RunConfig, started_at: float, wall: float) -> SampleTrace:

@@ -30,7 +30,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,9 @@ from atts.grading import normalize_answer
 from atts.pipeline.guarded import GuardedEngine
 from atts.pipeline.prompt import ANSWER_CUE, FORCED_ANSWER_TOKENS
 from atts.pipeline.sample import (
-    RoundBody,
     SampleEnv,
     SampleSpec,
-    SampleState,
+    TextSink,
     derive_seed,
     failed_trace,
     run_sample,
@@ -59,7 +58,6 @@ from atts.serve.metrics import ServeMetrics
 from atts.serve.settings import ServeSettings, server_config
 
 log = logging.getLogger("atts.serve")
-TextSink = Callable[[str], None]  # receives the full text of the streamed sample so far
 # Request fields that are RunConfig keys, and the name a client knows them by.
 PARAMS = {"temperature": "temperature", "top_p": "top_p"}
 
@@ -253,11 +251,9 @@ class AttsService:
                        derive_seed(prepared.seed, i))
             for i in range(prepared.options.n)
         ]
-        bodies = [_watched(atts_round, on_text) if on_text and i == 0 else atts_round
-                  for i in range(len(specs))]
         self.solving += 1
-        tasks = [asyncio.ensure_future(self._sample(s, env, b)) for s, b in zip(specs, bodies,
-                                                                               strict=True)]
+        tasks = [asyncio.ensure_future(self._sample(s, env, on_text if i == 0 else None))
+                 for i, s in enumerate(specs)]
         deadline = asyncio.timeout(self.settings.request_timeout)
         try:
             async with deadline:
@@ -287,12 +283,13 @@ class AttsService:
             on_text(traces[0].text)
         return self._vote(prepared, traces, calibrator.warmup_steps)
 
-    async def _sample(self, spec: SampleSpec, env: SampleEnv, body: RoundBody) -> SampleTrace:
+    async def _sample(self, spec: SampleSpec, env: SampleEnv,
+                      on_text: TextSink | None) -> SampleTrace:
         async with self._slots:
             self.active_samples += 1
             started = time.time()
             try:
-                trace = await run_sample(spec, env, body)
+                trace = await run_sample(spec, env, atts_round, on_text)
             except Exception as err:  # recorded in the sample's trace, like the runner does
                 log.warning("sample %s/%d failed: %s", spec.question_id, spec.sample_index, err)
                 trace = failed_trace(spec, env.config, err, started)
@@ -369,16 +366,6 @@ class AttsService:
         gauge("atts_bank_save_errors", "Bank saves that failed.",
               lambda: self.bank.save_errors)
         gauge("atts_alpha", "The server's default alpha.", lambda: self.config.alpha)
-
-
-def _watched(body: RoundBody, on_text: TextSink) -> RoundBody:
-    """``body``, telling ``on_text`` the sample's text after every round (live streaming)."""
-
-    async def round_body(state: SampleState, env: SampleEnv, round_index: int) -> None:
-        await body(state, env, round_index)
-        on_text(state.text)
-
-    return round_body
 
 
 async def _cancel_all(tasks: Sequence[asyncio.Future[SampleTrace]]) -> None:

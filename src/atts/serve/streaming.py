@@ -4,8 +4,10 @@
 (``chat.completion.chunk`` or the legacy ``text_completion``), so the two routes share when
 what is sent:
 
-- ``n = 1``: the sample's text is sent round by round as it is written (the chat route opens
-  with a role delta);
+- ``n = 1``: the sample's text is sent as it becomes final: a step the target writes token by
+  token as it decodes (engines that stream: llama.cpp, fake), a draft step whole once its
+  decision keeps it (a rejected one is never sent), cues and forced answers as they join
+  (``SampleState.on_text``; the chat route opens with a role delta);
 - ``n > 1``: the vote needs every sample, so the stream sends keep-alive comments until the
   vote, then every choice step by step, the voted one first (index 0);
 - then a chunk with each choice's ``finish_reason`` and the ``atts`` object, a ``usage`` chunk

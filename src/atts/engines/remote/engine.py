@@ -40,6 +40,7 @@ from atts.engines.base import (
     ModelNotFoundError,
     SamplingParams,
     StepScore,
+    TokenSink,
 )
 from atts.engines.remote.errors import RemoteResponseError
 from atts.engines.remote.http import RemoteHttp, RetryPolicy
@@ -188,7 +189,9 @@ class RemoteEngine:
 
     # -- protocol: model calls ---------------------------------------------------------------
 
-    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams,
+                       on_tokens: TokenSink | None = None) -> Generation:
+        """One non-streamed request: ``on_tokens`` is never called (the step arrives whole)."""
         prompt = self._checked(prompt_ids, "prompt_ids")
         if len(prompt) + params.max_tokens > self._n_ctx:
             raise ContextOverflowError(
