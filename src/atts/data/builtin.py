@@ -124,10 +124,6 @@ _BUILTIN: dict[str, tuple[str, Callable[[], list[Problem]]]] = {
 }
 
 
-def builtin_names() -> tuple[str, ...]:
-    return tuple(_BUILTIN)
-
-
 def list_datasets() -> list[DatasetInfo]:
     """Every built-in dataset with a one-line description (user files: ``jsonl:PATH``)."""
     return [DatasetInfo(name, desc) for name, (desc, _) in _BUILTIN.items()]

@@ -14,7 +14,6 @@ characters per token (GSM8K) or 2.8 (LaTeX-heavy MATH), both measured with the Q
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from collections import defaultdict
@@ -197,9 +196,3 @@ def find_runs(root: str | Path) -> list[Path]:
     base = Path(root)
     return sorted(p.parent for p in base.rglob("samples.jsonl")
                   if (p.parent / "manifest.json").is_file())
-
-
-def manifest_engine(path: str | Path) -> str:
-    """The engine a run used (``llama_cpp``, ``fake``, ...), from its manifest."""
-    data = json.loads((Path(path) / "manifest.json").read_text())
-    return str((data.get("config") or {}).get("engine", "?"))

@@ -27,10 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from atts.config import RunConfig
-from atts.conformal import Decision, Thresholds
+from atts.conformal import Decision
 from atts.engines.base import Generation, StepScore
 from atts.pipeline.judge import CalibrationError, Judge, warmup_order
 
@@ -107,15 +105,8 @@ class Calibrator:
             self._judge.require_size(self._judge.size(""), "the calibration file")
 
     @property
-    def thresholds(self) -> Thresholds:
-        return self._judge.thresholds
-
-    @property
     def judge(self) -> Judge:
         return self._judge
-
-    def bank_sizes(self) -> dict[str, int]:
-        return self._judge.sizes()
 
     def start_warmup(self, pending: list[tuple[str, int]]) -> None:
         """Marginal and adaptive modes: pre-draft first steps of unfinished samples, drawn
@@ -230,7 +221,3 @@ class Calibrator:
                 future.exception()
         if failures and len(failures) == len(results):
             raise failures[0]
-
-
-def scores_array(values: Iterable[float]) -> np.ndarray:
-    return np.asarray(list(values), dtype=np.float64)

@@ -157,10 +157,6 @@ class RequestCalibrator:
         self._grows = grows
         self.warmup_steps = 0
 
-    @property
-    def thresholds(self) -> Thresholds:
-        return self._thresholds
-
     async def first_step(self, question_id: str, sample_index: int) -> None:
         return None  # no pre-pass: every sample drafts its own first step
 
