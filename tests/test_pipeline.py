@@ -224,3 +224,25 @@ def test_a_null_alpha_discard_regenerates_every_rejected_step_at_any_alpha(tmp_p
         assert [d["decision"] for d in drafts] == ["accept", "regenerate", "regenerate",
                                                    "regenerate"]
     assert RunConfig(alpha=0.4, alpha_discard=None).discard_level == 0.4
+
+
+def test_a_row_reads_back_as_the_trace_that_wrote_it_and_old_rows_read_too():
+    """SampleTrace.from_row is to_row's inverse; Step.judged / rejected define the rate."""
+    from atts.pipeline.trace import SampleTrace, Step, TokenCounts, rejection_counts
+
+    steps = (Step(0, "draft", "a\n\n", 3, score=2.5, p_value=0.2, decision="accept", t=0.1),
+             Step(1, "draft", "b\n\n", 3, kept=False, score=9.0, p_value=0.01,
+                  decision="regenerate", t=0.3),
+             Step(1, "target", "c\n\n", 3, t=0.5))
+    trace = SampleTrace("q/1", "q", 0, 7, "atts", "What?", "5", "ok", "5", "a\n\nc\n\n", 2,
+                        steps, tokens=TokenCounts(6, 3, 6), stop="answer")
+    row = {**trace.to_row(), "correct": True}  # a graded row carries more keys
+    assert SampleTrace.from_row(row) == trace
+    assert rejection_counts(trace.steps) == (1, 2)
+    assert [s.judged for s in steps] == [True, True, False]
+    old = trace.to_row()
+    del old["question"], old["stop"]
+    for step in old["steps"]:
+        del step["t"], step["prefill_tokens"]
+    back = SampleTrace.from_row(old)
+    assert back.question == "" and back.stop is None and back.steps[0].t is None

@@ -1,11 +1,14 @@
 """What a sample leaves behind: its steps and its outcome, as frozen values.
 
-``SampleTrace.to_row`` is the one place that defines a ``samples.jsonl`` row (docs/TEAM.md).
+``SampleTrace.to_row`` is the one place that defines a ``samples.jsonl`` row (docs/TEAM.md),
+``SampleTrace.from_row`` the one that reads it back, and ``Step.judged`` / ``Step.rejected``
+the one definition of the rejection rate that progress, reports and the server count.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Author = Literal["draft", "target"]
@@ -14,6 +17,8 @@ StepKind = Literal["step", "wait", "forced_answer"]
 # or the next round would not fit the context window.  A forced answer may follow any but the
 # first (its step says so).
 StopReason = Literal["answer", "eos", "rounds", "context"]
+# The decisions that hand a draft step to the target (docs/METHOD.md: p <= alpha).
+REJECTED = ("continue", "regenerate")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,29 @@ class Step:
     # (``atts replay``).  Rows written before this field have none: readers use the summed
     # ``seconds`` of the steps up to and including this one (``atts.replay.stream``).
     t: float | None = None
+
+    @property
+    def judged(self) -> bool:
+        """A draft step that got a decision: the denominator of the rejection rate."""
+        return self.author == "draft" and self.decision is not None
+
+    @property
+    def rejected(self) -> bool:
+        """A judged step handed to the target: the numerator of the rejection rate."""
+        return self.judged and self.decision in REJECTED
+
+
+def steps_of(row: Mapping[str, Any]) -> tuple[Step, ...]:
+    """The steps of a ``samples.jsonl`` row as values (keys a Step lacks are ignored)."""
+    names = {f.name for f in fields(Step)}
+    return tuple(Step(**{k: v for k, v in s.items() if k in names})
+                 for s in row.get("steps") or ())
+
+
+def rejection_counts(steps: Iterable[Step]) -> tuple[int, int]:
+    """(rejected, judged) draft steps among ``steps``."""
+    judged = [s for s in steps if s.judged]
+    return sum(s.rejected for s in judged), len(judged)
 
 
 @dataclass(frozen=True)
@@ -82,3 +110,14 @@ class SampleTrace:
         row = asdict(self)
         row["steps"] = [asdict(step) for step in self.steps]
         return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SampleTrace:
+        """A ``samples.jsonl`` row read back (rows of older versions lack ``question``,
+        ``stop``, a step's ``t`` or ``prefill_tokens``: their defaults stand in)."""
+        steps = steps_of(row)
+        known = {f.name for f in fields(cls)} - {"steps", "tokens", "seconds"}
+        values = {k: v for k, v in row.items() if k in known}
+        values.setdefault("question", "")
+        return cls(**values, steps=steps, tokens=TokenCounts(**(row.get("tokens") or {})),
+                   seconds=Timings(**(row.get("seconds") or {})))

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from atts.grading.normalize import normalize_answer
+from atts.pipeline.trace import Step, steps_of
 from atts.report.intervals import bootstrap_mean
 
 Row = Mapping[str, Any]
-REJECTED = ("continue", "regenerate")
 
 
 def by_question(rows: Sequence[Row]) -> dict[str, list[Row]]:
@@ -229,9 +229,8 @@ class RejectionStats:
         }
 
 
-def _scored_draft_steps(row: Row) -> list[Mapping[str, Any]]:
-    return [s for s in row.get("steps") or () if s.get("author") == "draft"
-            and s.get("decision") is not None]
+def _scored_draft_steps(row: Row) -> list[Step]:
+    return [s for s in steps_of(row) if s.judged]
 
 
 def _interval(rejections: int, steps: int, confidence: float) -> RateInterval:
@@ -245,8 +244,8 @@ def rejection_stats(rows: Sequence[Row], alpha: float | None = None,
     counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for row in rows:
         for step in _scored_draft_steps(row):
-            tally = counts[int(step.get("round", 0))]
-            tally[0] += step["decision"] in REJECTED
+            tally = counts[step.round]
+            tally[0] += step.rejected
             tally[1] += 1
     per_round = {r: _interval(x, n, confidence) for r, (x, n) in sorted(counts.items())}
     x_all, n_all = sum(x for x, _ in counts.values()), sum(n for _, n in counts.values())
@@ -268,7 +267,7 @@ def control_accuracy(rows: Sequence[Row], budget: float, m: int) -> dict[str, fl
     for qid, group in by_question(rows).items():
         steps = [s for row in group for s in _scored_draft_steps(row)]
         if steps:
-            actual = m * sum(s["decision"] in REJECTED for s in steps) / len(steps)
+            actual = m * sum(s.rejected for s in steps) / len(steps)
             out[qid] = 1.0 - abs(actual - budget) / budget
     return out
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from atts.pipeline.trace import SampleTrace
+from atts.pipeline.trace import SampleTrace, rejection_counts
 
 
 class Progress:
@@ -31,10 +31,9 @@ class Progress:
     def update(self, trace: SampleTrace) -> None:
         self.answered += trace.answer is not None
         self.errors += trace.status == "error"
-        for step in trace.steps:
-            if step.author == "draft" and step.decision is not None:
-                self.judged += 1
-                self.rejected += step.decision != "accept"
+        rejected, judged = rejection_counts(trace.steps)
+        self.rejected += rejected
+        self.judged += judged
         if self._bar is not None:
             rate = self.rejection_rate
             self._bar.set_postfix(

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import prometheus_client as prom
 
-from atts.pipeline.trace import SampleTrace
+from atts.pipeline.trace import REJECTED, SampleTrace
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -136,8 +136,8 @@ class ServeMetrics:
 
     def rejection_rate(self) -> float:
         decisions = self.decisions
-        judged = sum(decisions[d] for d in ("accept", "continue", "regenerate"))
-        rejected = decisions["continue"] + decisions["regenerate"]
+        rejected = sum(decisions[d] for d in REJECTED)
+        judged = decisions["accept"] + rejected  # warm-up decisions (no p-value) left out
         return rejected / judged if judged else 0.0
 
     def render(self) -> str:
