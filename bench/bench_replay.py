@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from atts.pipeline.judge import CalibrationError
+from atts.conformal.pvalue import CalibrationError
 from atts.replay import RecordedRun, StreamStep, replay_config, replay_run, summarize
 from atts.replay.table import ReplaySummary
 

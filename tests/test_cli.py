@@ -292,10 +292,10 @@ def test_every_error_a_user_can_fix_shares_one_root():
     """One root (atts.errors.AttsError) for the CLI to turn into one line and exit 2."""
     from atts.config import ConfigError
     from atts.conformal import BankMismatchError, ScoreMismatchError
+    from atts.conformal.pvalue import CalibrationError
     from atts.data.problem import DatasetError
     from atts.errors import AttsError
     from atts.models.store import ModelProvisioningError
-    from atts.pipeline.judge import CalibrationError
     from atts.runner.run_folder import RunFolderError
     from atts.runner.runner import TokenizerMismatchError
 

@@ -149,3 +149,19 @@ def test_randomized_needs_a_generator_and_bank_must_be_1d() -> None:
         p_value([1.0, 2.0], 1.5, randomized=True)
     with pytest.raises(ValueError, match="one-dimensional"):
         p_value(np.ones((2, 2)), 1.0)
+
+
+def test_leave_one_out_counts_as_if_the_own_score_were_not_in_the_bank():
+    """p_value_of(leave_one_out=True) counts #{s_i >= s} directly minus the own score, the
+    same number as the bank without it (no float p-value turned back into a count)."""
+    from atts.conformal.pvalue import p_value_of
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        bank = np.sort(rng.integers(0, 6, size=int(rng.integers(2, 30))).astype(np.float64))
+        own = float(rng.choice(bank))
+        without = np.delete(bank, int(np.searchsorted(bank, own)))
+        assert p_value_of(bank, own, leave_one_out=True) == p_value_of(without, own)
+        seed = int(rng.integers(1 << 30))
+        assert p_value_of(bank, own, leave_one_out=True, rng=np.random.default_rng(seed)) == (
+            p_value_of(without, own, rng=np.random.default_rng(seed)))

@@ -21,7 +21,13 @@ from atts.conformal.persistence import (
     make_fingerprint,
     save_bank,
 )
-from atts.conformal.pvalue import check_bank_size, min_bank_size, p_value, p_value_sorted
+from atts.conformal.pvalue import (
+    CalibrationError,
+    check_bank_size,
+    min_bank_size,
+    p_value,
+    p_value_sorted,
+)
 
 __all__ = [
     "BANK_MODES",
@@ -30,6 +36,7 @@ __all__ = [
     "BankSet",
     "BankSnapshot",
     "CalibrationBank",
+    "CalibrationError",
     "Decision",
     "ScoreMismatchError",
     "Thresholds",

@@ -31,7 +31,13 @@ import numpy as np
 import numpy.typing as npt
 
 from atts.conformal.decision import Decision, Thresholds
-from atts.conformal.pvalue import FloatArray, check_bank_size, check_finite, p_value_sorted
+from atts.conformal.pvalue import (
+    FloatArray,
+    check_bank_size,
+    check_finite,
+    p_value_of,
+    p_value_sorted,
+)
 
 __all__ = ["BANK_MODES", "BankKey", "BankSet", "BankSnapshot", "CalibrationBank"]
 
@@ -129,10 +135,14 @@ class BankSnapshot:
         Raises ValueError while the bank is too small for `thresholds.alpha` to reject anything
         (fewer than `thresholds.min_bank_size` scores).
         """
-        if self.n < thresholds.min_bank_size:
-            check_bank_size(self.n, thresholds.alpha)
-        p = p_value_sorted(self.scores, float(score), randomized=rng is not None, rng=rng)
+        check_bank_size(self.n, thresholds.alpha)
+        p = self.p_value_of(float(score), rng=rng)
         return p, thresholds.classify(p)
+
+    def p_value_of(self, score: float, *, leave_one_out: bool = False,
+                   rng: np.random.Generator | None = None) -> float:
+        """One step's p-value (``atts.conformal.pvalue.p_value_of``)."""
+        return p_value_of(self.scores, score, leave_one_out=leave_one_out, rng=rng)
 
     def decide_many(
         self,

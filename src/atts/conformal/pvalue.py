@@ -20,17 +20,25 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
+from atts.errors import AttsError
+
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
 
 __all__ = [
+    "CalibrationError",
     "check_alpha",
     "check_bank_size",
     "check_finite",
     "min_bank_size",
     "p_value",
+    "p_value_of",
     "p_value_sorted",
 ]
+
+
+class CalibrationError(AttsError, ValueError):
+    """The bank cannot support a decision at this alpha; the message says what to change."""
 
 
 def check_alpha(alpha: float, name: str = "alpha") -> float:
@@ -62,19 +70,24 @@ def min_bank_size(alpha: float) -> int:
     return n
 
 
-def check_bank_size(n: int, alpha: float) -> None:
-    """Raise unless a bank of `n` scores can reject anything at level `alpha` (n+1 >= 1/alpha)."""
+def check_bank_size(n: int, alpha: float, *, where: str = "the calibration bank",
+                    fix: str = "") -> None:
+    """The one bank-size guard of every decision: raise ``CalibrationError`` unless a bank of
+    `n` scores can reject anything at level `alpha` (n + 1 >= 1/alpha).  ``where`` names the
+    bank, ``fix`` says what to change (default: add scores or raise alpha)."""
     if n <= 0:
-        raise ValueError(
-            "the calibration bank is empty: add calibration scores first "
+        raise CalibrationError(
+            f"{where} is empty: add calibration scores first "
             "(run `atts calibrate`, or let the online warm-up fill the bank)"
         )
     need = min_bank_size(alpha)
     if n < need:
-        raise ValueError(
-            f"the calibration bank holds {n} scores, but alpha={alpha} needs at least "
-            f"{need} (= ceil(1/alpha) - 1) before any step can ever be rejected; "
-            f"add {need - n} more calibration scores (wait for warm-up) or raise alpha"
+        raise CalibrationError(
+            f"{where} holds {n} scores, but alpha={alpha} needs at least {need} "
+            f"(= ceil(1/alpha) - 1, so that n + 1 >= 1/alpha) before any step can ever be "
+            "rejected; "
+            + (fix or f"add {need - n} more calibration scores (wait for warm-up) or raise "
+               "alpha")
         )
 
 
@@ -104,6 +117,33 @@ def _as_bank(calibration_scores: ArrayLike) -> FloatArray:
         )
     check_finite(bank, "calibration scores")
     return bank
+
+
+def p_value_of(sorted_scores: FloatArray, score: float, *, leave_one_out: bool = False,
+               rng: np.random.Generator | None = None) -> float:
+    """One step's p-value against a sorted, non-empty bank: the formula every decision calls
+    (runs, replays and the server), counting ``#{s_i >= s}`` directly.
+
+    ``leave_one_out``: the step's own score is in the bank (a pre-drafted first step judged
+    against the bank it joined); it is one of the ``s_i >= s`` and none of the ``s_i > s``, so
+    it is taken out of both the count and n.  ``rng``: the smoothed p-value, else the
+    deterministic one.
+    """
+    if not math.isfinite(score):
+        raise ValueError(
+            f"the query score must be finite, got {score}; a NaN or infinite perplexity means "
+            "the scorer failed: drop that step or fix the scorer"
+        )
+    n = sorted_scores.shape[0]
+    ge = n - int(np.searchsorted(sorted_scores, score, side="left"))
+    gt = n - int(np.searchsorted(sorted_scores, score, side="right"))
+    if leave_one_out:
+        ge, n = ge - 1, n - 1
+    if rng is None:
+        return (1 + ge) / (n + 1)
+    # U in (0, 1]: 1 - random() keeps p > 0, so alpha_discard = 0 can never regenerate.
+    u = 1.0 - float(rng.random())
+    return (gt + u * (1 + ge - gt)) / (n + 1)
 
 
 @overload
@@ -154,20 +194,7 @@ def p_value_sorted(
             "randomized=True needs a random generator: pass rng=np.random.default_rng(seed)"
         )
     if isinstance(scores, (float, int, np.floating, np.integer)) and not isinstance(scores, bool):
-        s = float(scores)
-        if not math.isfinite(s):
-            raise ValueError(
-                f"the query score must be finite, got {s}; a NaN or infinite perplexity means "
-                "the scorer failed: drop that step or fix the scorer"
-            )
-        ge = n - int(np.searchsorted(sorted_scores, s, side="left"))
-        if not randomized:
-            return (1 + ge) / (n + 1)
-        assert rng is not None
-        gt = n - int(np.searchsorted(sorted_scores, s, side="right"))
-        # U in (0, 1]: 1 - random() keeps p > 0, so alpha_discard = 0 can never regenerate.
-        u = 1.0 - float(rng.random())
-        return (gt + u * (1 + ge - gt)) / (n + 1)
+        return p_value_of(sorted_scores, float(scores), rng=rng if randomized else None)
 
     query = np.asarray(scores, dtype=np.float64)
     check_finite(query, "query scores")

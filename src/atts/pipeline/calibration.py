@@ -29,8 +29,9 @@ from typing import Protocol
 
 from atts.config import RunConfig
 from atts.conformal import Decision
+from atts.conformal.pvalue import CalibrationError
 from atts.engines.base import Generation, StepScore
-from atts.pipeline.judge import CalibrationError, Judge, warmup_order
+from atts.pipeline.judge import Judge, warmup_order
 
 __all__ = ["CalibrationError", "Calibrator", "CalibratorLike", "ScoredDraft"]
 

@@ -36,15 +36,12 @@ import numpy as np
 from atts.config import RunConfig
 from atts.conformal import BankSnapshot, CalibrationBank, Decision, Thresholds, min_bank_size
 from atts.conformal.aci import AdaptiveLevels, classify_at
-from atts.errors import AttsError
+from atts.conformal.pvalue import check_bank_size
 from atts.pipeline.seeds import derive_seed
 
 ROUND_BUCKETS = 3  # trackers and tables group rounds as 0, 1, 2 and 3+
 POOLED = ""
 
-
-class CalibrationError(AttsError, ValueError):
-    """The bank cannot support a decision at this alpha; the message says what to change."""
 
 
 def round_bucket(round_index: int) -> int:
@@ -118,7 +115,7 @@ class Judge:
             seed = derive_seed(self._config.seed, question_id, sample_index, round_index,
                                "pvalue")
             rng = np.random.default_rng(seed)
-        p = _p_value(snapshot, score, own_in_bank=own_in_bank, rng=rng)
+        p = snapshot.p_value_of(score, leave_one_out=own_in_bank, rng=rng)
         if self._adaptive:
             key = self._level_key(question_id, round_index)
             level = self._levels.level(key)
@@ -143,13 +140,9 @@ class Judge:
         return {key: state.level for key, state in self._levels.states().items()}
 
     def require_size(self, n: int, where: str) -> None:
-        needed = min_bank_size(self._config.alpha)
-        if n < needed:
-            raise CalibrationError(
-                f"{where} holds {n} scores, but alpha={self._config.alpha} needs at least "
-                f"{needed} (n + 1 >= 1/alpha), or no step could ever be rejected; "
-                "raise calibration_m / warmup, use a larger calibration file, or raise alpha"
-            )
+        check_bank_size(n, self._config.alpha, where=where,
+                        fix="raise calibration_m / warmup, use a larger calibration file, or "
+                        "raise alpha")
 
     def _bank(self, key: str) -> CalibrationBank:
         return self._banks.setdefault(key, CalibrationBank())
@@ -185,19 +178,3 @@ class Judge:
         if stratum is not None and len(stratum) >= self._config.warmup_size:
             return stratum.snapshot()
         return group  # this round's stratum is still cold: round 0's bank stands in
-
-
-def _p_value(
-    snapshot: BankSnapshot, score: float, *, own_in_bank: bool, rng: np.random.Generator | None
-) -> float:
-    """Deterministic or smoothed p-value, leave-one-out when the own score is in the bank."""
-    scores = snapshot.scores
-    n = snapshot.n
-    ge = n - int(np.searchsorted(scores, score, side="left"))
-    if own_in_bank:  # the own score is one of the ge and none of the gt
-        ge, n = ge - 1, n - 1
-    if rng is None:
-        return (1 + ge) / (n + 1)
-    gt = snapshot.n - int(np.searchsorted(scores, score, side="right"))
-    u = 1.0 - float(rng.random())  # (0, 1]: p > 0, so alpha_discard = 0 never regenerates
-    return (gt + u * (1 + ge - gt)) / (n + 1)

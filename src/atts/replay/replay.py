@@ -21,7 +21,8 @@ from typing import Any
 
 from atts.config import RunConfig
 from atts.conformal import Decision
-from atts.pipeline.judge import CalibrationError, Judge, warmup_order
+from atts.conformal.pvalue import CalibrationError
+from atts.pipeline.judge import Judge, warmup_order
 from atts.replay.stream import RecordedRun, StreamStep
 
 POOLED_WARMUP = ("marginal", "adaptive")

@@ -173,7 +173,7 @@ class RequestCalibrator:
         if snapshot.n < self._thresholds.min_bank_size:
             self.warmup_steps += 1
             return None, Decision.CONTINUE  # warm-up: see the module docstring
-        p = float(snapshot.p_value(score))  # (1 + #{s_i >= s}) / (n + 1), docs/METHOD.md section 3
+        p = snapshot.p_value_of(score)  # (1 + #{s_i >= s}) / (n + 1), docs/METHOD.md section 3
         return p, self._thresholds.classify(p)
 
     def add(self, question_id: str, score: float) -> None:
