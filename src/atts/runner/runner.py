@@ -24,26 +24,22 @@ from typing import Any
 from atts.config import RunConfig
 from atts.data import Problem
 from atts.engines.base import Engine
-from atts.errors import AttsError
 from atts.pipeline.calibration import Calibrator, ScoredDraft
-from atts.pipeline.guarded import GuardedEngine
+from atts.pipeline.executor import (
+    TokenizerMismatchError as TokenizerMismatchError,  # raised for the runner's callers
+)
+from atts.pipeline.executor import check_tokenizers, execute_sample, guarded_pair
 from atts.pipeline.prompt import question_messages
 from atts.pipeline.sample import (
     SampleEnv,
     SampleSpec,
     SampleState,
     derive_seed,
-    failed_trace,
-    run_sample,
 )
 from atts.pipeline.strategies import STRATEGIES, draft_and_score
 from atts.pipeline.trace import SampleTrace
 from atts.runner.progress import Progress
 from atts.runner.run_folder import RunFolder
-
-
-class TokenizerMismatchError(AttsError, ValueError):
-    """Draft and target must share one tokenizer: ATTS scores the draft's exact token ids."""
 
 
 @dataclass(frozen=True)
@@ -126,14 +122,7 @@ async def execute(
         if retry_failed is False or r.get("status") == "ok"
     }
     pending = [s for s in specs if (s.question_id, s.sample_index) not in done]
-    guarded_draft = GuardedEngine(
-        draft, concurrency=config.concurrency("draft"), max_retries=config.max_retries,
-        backoff=config.retry_backoff,
-    )
-    guarded_target = GuardedEngine(
-        target, concurrency=config.concurrency("target"), max_retries=config.max_retries,
-        backoff=config.retry_backoff,
-    )
+    guarded_draft, guarded_target = guarded_pair(config, draft, target)
     prompts: dict[str, list[int]] = {}
 
     def prompt_ids(question: str) -> list[int]:
@@ -141,7 +130,8 @@ async def execute(
             prompts[question] = target.render_chat(question_messages(question))
         return prompts[question]
 
-    _check_tokenizers(draft, target, problems, prompt_ids)
+    if problems:  # the run's own first prompt, rendered by both
+        check_tokenizers(draft, target, problems[0].question)
     spec_by_key = {(s.question_id, s.sample_index): s for s in specs}
     problem_by_id = {p.id: p for p in problems}
 
@@ -182,15 +172,12 @@ async def execute(
 
     async def one(spec: SampleSpec) -> None:
         nonlocal errors
-        started = time.time()
         try:
-            trace = await run_sample(spec, env, body)
-        except Exception as err:  # not CancelledError: a cancelled run writes nothing more
-            trace = failed_trace(spec, config, err, started)
-            errors += 1
+            trace = await execute_sample(spec, env, body)
         finally:
             if coordinator is not None:
                 coordinator.leave(spec.question_id)
+        errors += trace.status == "error"
         folder.append(trace.to_row())
         progress.update(trace)
         if on_sample is not None:
@@ -243,20 +230,3 @@ async def execute(
         target_peak_in_flight=guarded_target.peak_in_flight,
         retries=guarded_draft.retries + guarded_target.retries,
     )
-
-
-def _check_tokenizers(
-    draft: Engine,
-    target: Engine,
-    problems: Sequence[Problem],
-    prompt_ids: Callable[[str], list[int]],
-) -> None:
-    if draft is target or not problems:
-        return
-    question = problems[0].question
-    if draft.render_chat(question_messages(question)) != prompt_ids(question):
-        raise TokenizerMismatchError(
-            f"draft ({draft.info.model}) and target ({target.info.model}) render the prompt to "
-            "different token ids; ATTS scores the draft's exact ids, so pick a pair that shares "
-            "one tokenizer (e.g. qwen2.5-coder-0.5b with qwen2.5-coder-1.5b)"
-        )

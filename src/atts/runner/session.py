@@ -232,15 +232,14 @@ async def _calibration_scores(
 ) -> list[float]:
     from tqdm import tqdm
 
-    from atts.pipeline.guarded import GuardedEngine
+    from atts.pipeline.executor import guarded_pair
     from atts.pipeline.sample import SampleEnv
 
+    guarded_draft, guarded_target = guarded_pair(config, draft, target)
     env = SampleEnv(
         config=config,
-        draft=GuardedEngine(draft, concurrency=config.concurrency("draft"),
-                            max_retries=config.max_retries, backoff=config.retry_backoff),
-        target=GuardedEngine(target, concurrency=config.concurrency("target"),
-                             max_retries=config.max_retries, backoff=config.retry_backoff),
+        draft=guarded_draft,
+        target=guarded_target,
         calibrator=None,  # drafting and scoring need no bank
         prompt_ids=lambda q: target.render_chat(prompt.question_messages(q)),
         context_length=min(draft.info.context_length, target.info.context_length),

@@ -39,15 +39,13 @@ from atts.config import ConfigError, RunConfig
 from atts.conformal import Thresholds, min_bank_size
 from atts.engines.base import ChatMessage, Engine
 from atts.grading import normalize_answer
-from atts.pipeline.guarded import GuardedEngine
+from atts.pipeline.executor import check_tokenizers, execute_sample, guarded_pair
 from atts.pipeline.prompt import ANSWER_CUE, FORCED_ANSWER_TOKENS
 from atts.pipeline.sample import (
     SampleEnv,
     SampleSpec,
     TextSink,
     derive_seed,
-    failed_trace,
-    run_sample,
 )
 from atts.pipeline.strategies import atts_round
 from atts.pipeline.trace import SampleTrace
@@ -123,16 +121,13 @@ class AttsService:
         bank: ServeBank,
         settings: ServeSettings,
     ) -> None:
-        _check_tokenizers(draft, target)
+        check_tokenizers(draft, target)
         self._draft_engine, self._target_engine = draft, target
         self.config = server_config(config.to_dict())
         self.bank = bank
         self.settings = settings
         self.metrics = ServeMetrics()
-        self.draft = GuardedEngine(draft, concurrency=config.concurrency("draft"),
-                                   max_retries=config.max_retries, backoff=config.retry_backoff)
-        self.target = GuardedEngine(target, concurrency=config.concurrency("target"),
-                                    max_retries=config.max_retries, backoff=config.retry_backoff)
+        self.draft, self.target = guarded_pair(config, draft, target)
         self._slots = asyncio.Semaphore(config.max_active_samples)
         self._context_length = min(draft.info.context_length, target.info.context_length)
         self._reserve = len(target.tokenize(ANSWER_CUE)) + FORCED_ANSWER_TOKENS
@@ -287,14 +282,13 @@ class AttsService:
                       on_text: TextSink | None) -> SampleTrace:
         async with self._slots:
             self.active_samples += 1
-            started = time.time()
             try:
-                trace = await run_sample(spec, env, atts_round, on_text)
-            except Exception as err:  # recorded in the sample's trace, like the runner does
-                log.warning("sample %s/%d failed: %s", spec.question_id, spec.sample_index, err)
-                trace = failed_trace(spec, env.config, err, started)
+                trace = await execute_sample(spec, env, atts_round, on_text)
             finally:
                 self.active_samples -= 1
+        if trace.status == "error":
+            log.warning("sample %s/%d failed: %s", spec.question_id, spec.sample_index,
+                        trace.error)
         self.metrics.observe_sample(trace)
         return trace
 
@@ -373,19 +367,3 @@ async def _cancel_all(tasks: Sequence[asyncio.Future[SampleTrace]]) -> None:
         task.cancel()
     # Shielded: a second cancellation of the caller must not leave samples running.
     await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
-
-
-def _check_tokenizers(draft: Engine, target: Engine) -> None:
-    from atts.pipeline.prompt import question_messages
-    from atts.runner.runner import TokenizerMismatchError
-
-    if draft is target:
-        return
-    probe = question_messages("What is 1 + 1?")
-    if draft.render_chat(probe) != target.render_chat(probe):
-        raise TokenizerMismatchError(
-            f"draft ({draft.info.model}) and target ({target.info.model}) render a prompt to "
-            "different token ids; ATTS scores the draft's exact ids, so serve a pair that "
-            "shares one tokenizer (e.g. qwen2.5-coder-0.5b with qwen2.5-coder-1.5b)"
-        )
-
