@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,16 +145,8 @@ async def execute(
         return await draft_and_score(state, env, 0)
 
     strategy = STRATEGIES[config.strategy]
-    calibrator = Calibrator(
-        config,
-        calibration_draft,
-        initial_scores=bank_scores,
-        recorded=recorded_calibration(rows) if config.calibration != "file" else None,
-        strata_scores=(recorded_strata(rows) if config.bank_strata != "none"
-                       or config.calibration == "adaptive" else None),
-        recorded_decisions=(recorded_decisions(rows, folder.samples_path)
-                            if config.calibration == "adaptive" else ()),
-    ) if strategy.calibrated else None
+    calibrator = (_calibrator(config, calibration_draft, rows, folder, bank_scores)
+                  if strategy.calibrated else None)
     coordinator = strategy.coordinator(config)
     env = SampleEnv(
         config=config,
@@ -168,7 +160,6 @@ async def execute(
     body = strategy.round_body
     progress = Progress(total=len(specs), initial=len(specs) - len(pending), enabled=show_progress)
     errors = 0
-    slots = asyncio.Semaphore(config.max_active_samples)
 
     async def one(spec: SampleSpec) -> None:
         nonlocal errors
@@ -183,36 +174,14 @@ async def execute(
         if on_sample is not None:
             on_sample(trace)
 
-    async def admit_sample(spec: SampleSpec) -> None:
-        async with slots:
-            await one(spec)
-
-    admission = asyncio.Lock()
-
-    async def admit_question(group: list[SampleSpec]) -> None:
-        # A barrier (sync) needs every live sample of a question in flight at once.  A group
-        # takes all its slots under one lock: two groups each holding part would deadlock.
-        taken = min(len(group), config.max_active_samples)
-        async with admission:
-            for _ in range(taken):
-                await slots.acquire()
-        try:
-            await asyncio.gather(*(one(spec) for spec in group))
-        finally:
-            for _ in range(taken):
-                slots.release()
-
     if calibrator is not None:
         calibrator.start_warmup([(s.question_id, s.sample_index) for s in pending])
+    if coordinator is not None:
+        for spec in pending:
+            coordinator.join(spec.question_id)
     try:
-        if coordinator is not None:
-            groups: dict[str, list[SampleSpec]] = defaultdict(list)
-            for spec in pending:
-                groups[spec.question_id].append(spec)
-                coordinator.join(spec.question_id)
-            await asyncio.gather(*(admit_question(g) for g in groups.values()))
-        else:
-            await asyncio.gather(*(admit_sample(spec) for spec in pending))
+        await admit_all(pending, one, max_active=config.max_active_samples,
+                        by_question=strategy.barrier)
     finally:
         progress.close()
         if calibrator is not None:
@@ -230,3 +199,54 @@ async def execute(
         target_peak_in_flight=guarded_target.peak_in_flight,
         retries=guarded_draft.retries + guarded_target.retries,
     )
+
+
+def _calibrator(config: RunConfig, draft_and_score_first: Callable[[str, int], Any],
+                rows: Sequence[dict[str, Any]], folder: RunFolder,
+                bank_scores: Sequence[float]) -> Calibrator:
+    """The run's calibrator, resumed from the rows already written."""
+    return Calibrator(
+        config,
+        draft_and_score_first,
+        initial_scores=bank_scores,
+        recorded=recorded_calibration(rows) if config.calibration != "file" else None,
+        strata_scores=(recorded_strata(rows) if config.bank_strata != "none"
+                       or config.calibration == "adaptive" else None),
+        recorded_decisions=(recorded_decisions(rows, folder.samples_path)
+                            if config.calibration == "adaptive" else ()),
+    )
+
+
+async def admit_all(pending: Sequence[SampleSpec],
+                    one: Callable[[SampleSpec], Awaitable[None]], *, max_active: int,
+                    by_question: bool) -> None:
+    """Run ``one`` for every pending sample, at most ``max_active`` at a time.
+
+    ``by_question``: a barrier strategy (sync) needs every live sample of a question in flight
+    at once, so a question's samples take their slots together, under one lock (two groups
+    each holding part of what they need would deadlock)."""
+    slots = asyncio.Semaphore(max_active)
+    if not by_question:
+        async def admit_sample(spec: SampleSpec) -> None:
+            async with slots:
+                await one(spec)
+
+        await asyncio.gather(*(admit_sample(spec) for spec in pending))
+        return
+    admission = asyncio.Lock()
+
+    async def admit_question(group: list[SampleSpec]) -> None:
+        taken = min(len(group), max_active)
+        async with admission:
+            for _ in range(taken):
+                await slots.acquire()
+        try:
+            await asyncio.gather(*(one(spec) for spec in group))
+        finally:
+            for _ in range(taken):
+                slots.release()
+
+    groups: dict[str, list[SampleSpec]] = defaultdict(list)
+    for spec in pending:
+        groups[spec.question_id].append(spec)
+    await asyncio.gather(*(admit_question(g) for g in groups.values()))
