@@ -344,3 +344,18 @@ def test_a_run_reads_its_dataset_once(tmp_path, monkeypatch, capsys):
                  "--out", str(tmp_path / "run"), "--no-progress", "--no-report"]) == 0
     assert "2 of 3 problems" in capsys.readouterr().err
     assert len(reads) == 1
+
+
+def test_calibrate_offers_only_the_flags_a_bank_depends_on(capsys):
+    """`atts calibrate --help` listed every run flag, --alpha and --rounds among them, which a
+    bank ignores (issue 17); now such a flag is a usage error, not silently dropped."""
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    text = capsys.readouterr().out
+    assert "--draft-tokens" in text and "--score " in text and "--engine" in text
+    for ignored in ("--alpha ", "--strategy", "--rounds", "--calibration-m", "--samples"):
+        assert ignored not in text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["calibrate", "--out", "bank.json", "--alpha", "0.1"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --alpha" in capsys.readouterr().err

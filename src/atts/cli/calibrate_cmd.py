@@ -13,6 +13,17 @@ import sys
 
 from atts.cli.run_cmd import add_config_flags, config_from_args
 
+# The keys a bank depends on or is built with: the score, the engines and their compute, and
+# how a first step is drafted (the bank's fingerprint).  A run's other keys (alpha, strategy,
+# rounds, calibration mode...) do not change a first step's score, so they are no flags here;
+# a shared --recipe may still hold them.
+CALIBRATE_KEYS = (
+    "score", "score_k", "engine", "draft", "target", "n_ctx", "draft_url", "target_url",
+    "draft_tokenizer", "target_tokenizer", "remote_timeout", "cores", "draft_threads",
+    "target_threads", "draft_concurrency", "target_concurrency", "max_active_samples",
+    "draft_tokens", "temperature", "top_p", "step_stop", "seed", "max_retries",
+    "retry_backoff",
+)
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -26,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--per-problem", type=int, default=1, help="first steps per problem")
     parser.add_argument("--out", required=True, help="bank file to write (JSON)")
     parser.add_argument("--no-progress", action="store_true")
-    add_config_flags(parser)
+    add_config_flags(parser, CALIBRATE_KEYS)
     parser.set_defaults(func=handle)
 
 

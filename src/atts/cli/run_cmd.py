@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Collection
 from dataclasses import fields
 from typing import Any
 
@@ -97,12 +98,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=handle)
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser,
+                     keys: Collection[str] | None = None) -> None:
+    """A flag per RunConfig key (``keys``: only these, for a command that reads no others)."""
     parser.add_argument("--recipe", help="YAML file of configuration keys")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one configuration key")
     group = parser.add_argument_group("configuration (RunConfig keys)")
     for field in fields(RunConfig):
+        if keys is not None and field.name not in keys:
+            continue
         flag = "--" + field.name.replace("_", "-")
         kind = str(field.type)
         default = "unset" if field.default in (None, ()) else field.default
