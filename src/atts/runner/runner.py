@@ -37,7 +37,7 @@ from atts.pipeline.sample import (
     derive_seed,
 )
 from atts.pipeline.strategies import STRATEGIES, draft_and_score
-from atts.pipeline.trace import SampleTrace
+from atts.pipeline.trace import REJECTED, SampleTrace, steps_of
 from atts.runner.progress import Progress
 from atts.runner.run_folder import RunFolder
 
@@ -72,9 +72,9 @@ def recorded_calibration(rows: Sequence[dict[str, Any]]) -> dict[str, dict[int, 
     for row in rows:
         if row.get("status") != "ok":
             continue
-        for step in row.get("steps", []):
-            if step.get("calibration") and step.get("score") is not None:
-                recorded[str(row["question_id"])][int(row["sample_index"])] = float(step["score"])
+        for step in steps_of(row):
+            if step.calibration and step.score is not None:
+                recorded[str(row["question_id"])][int(row["sample_index"])] = float(step.score)
     return dict(recorded)
 
 
@@ -84,10 +84,9 @@ def recorded_strata(rows: Sequence[dict[str, Any]]) -> dict[int, list[float]]:
     for row in rows:
         if row.get("status") != "ok":
             continue
-        for step in row.get("steps", []):
-            if (step.get("author") == "draft" and step.get("score") is not None
-                    and step.get("decision") is not None and not step.get("calibration")):
-                strata[int(step["round"])].append(float(step["score"]))
+        for step in steps_of(row):
+            if step.judged and step.score is not None and not step.calibration:
+                strata[step.round].append(float(step.score))
     return dict(strata)
 
 
@@ -97,7 +96,7 @@ def recorded_decisions(rows: Sequence[dict[str, Any]], source: Path
     earlier sessions decided them (``atts.replay.stream``), to restore the adaptive levels."""
     from atts.replay.stream import judged_in_order
 
-    return [(s.question_id, s.round, s.decision in ("continue", "regenerate"))
+    return [(s.question_id, s.round, s.decision in REJECTED)
             for s in judged_in_order(list(rows), source)]
 
 
