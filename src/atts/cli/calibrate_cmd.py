@@ -25,6 +25,7 @@ CALIBRATE_KEYS = (
     "retry_backoff",
 )
 
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "calibrate", help="build a calibration bank on a disjoint pool",

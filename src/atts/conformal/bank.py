@@ -135,7 +135,8 @@ class BankSnapshot:
         Raises ValueError while the bank is too small for `thresholds.alpha` to reject anything
         (fewer than `thresholds.min_bank_size` scores).
         """
-        check_bank_size(self.n, thresholds.alpha)
+        if self.n < thresholds.min_bank_size:  # the guard's message, only when it fails
+            check_bank_size(self.n, thresholds.alpha)
         p = self.p_value_of(float(score), rng=rng)
         return p, thresholds.classify(p)
 

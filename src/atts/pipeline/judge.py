@@ -43,7 +43,6 @@ ROUND_BUCKETS = 3  # trackers and tables group rounds as 0, 1, 2 and 3+
 POOLED = ""
 
 
-
 def round_bucket(round_index: int) -> int:
     """0, 1, 2, or 3 for every round from the fourth on."""
     return min(round_index, ROUND_BUCKETS)
@@ -140,9 +139,10 @@ class Judge:
         return {key: state.level for key, state in self._levels.states().items()}
 
     def require_size(self, n: int, where: str) -> None:
-        check_bank_size(n, self._config.alpha, where=where,
-                        fix="raise calibration_m / warmup, use a larger calibration file, or "
-                        "raise alpha")
+        if n < self._thresholds.min_bank_size:  # per decision: the cached size, then the guard
+            check_bank_size(n, self._config.alpha, where=where,
+                            fix="raise calibration_m / warmup, use a larger calibration file, "
+                            "or raise alpha")
 
     def _bank(self, key: str) -> CalibrationBank:
         return self._banks.setdefault(key, CalibrationBank())
