@@ -27,13 +27,14 @@ ADAPTIVE_STRATA = ("round", "question_round", "none")
 ENGINES = ("llama_cpp", "transformers", "fake", "vllm", "sglang", "openai")
 REMOTE_ENGINES = ("vllm", "sglang", "openai")
 FORCE_AUTHORS = ("auto", "target", "draft", "none")
+ADMISSIONS = ("sample", "question")
 
 
 # The keys whose values come from a fixed list: validation and the CLI's help read this.
 CHOICES: dict[str, tuple[str, ...]] = {
     "strategy": STRATEGIES, "calibration": CALIBRATIONS, "strata": STRATA, "pvalue": PVALUES,
     "adaptive_strata": ADAPTIVE_STRATA, "engine": ENGINES, "force_answer": FORCE_AUTHORS,
-    "score": SCORES,
+    "score": SCORES, "admission": ADMISSIONS,
 }
 
 
@@ -112,6 +113,10 @@ class RunConfig:
     draft_concurrency: int | None = None
     target_concurrency: int | None = None
     max_active_samples: int = 8  # samples in flight at once (bounds KV memory and lost work)
+    # sample: each sample takes a free slot on its own (no barrier); question: a question's
+    # samples take their slots together, as in the authors' code (with max_active_samples =
+    # N, one question at a time).  The sync strategy always admits by question.
+    admission: str = "sample"
 
     # Steps and rounds (docs/METHOD.md section 2).
     draft_tokens: int = 160  # K_d

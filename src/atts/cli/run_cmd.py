@@ -65,6 +65,8 @@ HELP = {
     "target_tokenizer": "remote engines: where the target's tokenizer comes from",
     "remote_timeout": "remote engines: seconds per call",
     "max_active_samples": "samples in flight at once (bounds KV memory and lost work)",
+    "admission": "sample: each sample takes a free slot; question: a question's samples "
+                 "together, as in the authors' code",
     "force_answer": "who completes a forced final answer when T runs out (auto: the draft "
                     "for draft_only, else the target)",
     "temperature": "sampling temperature of both models",

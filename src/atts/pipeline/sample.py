@@ -56,6 +56,8 @@ class SampleEnv:
     prompt_ids: Callable[[str], list[int]]
     context_length: int
     coordinator: SyncCoordinator | None = None  # sync strategy: the per-question round barrier
+    # The monotonic clock steps are timed with: the simulator runs the runner on a virtual one.
+    clock: Callable[[], float] = time.monotonic
     # Wall time minus monotonic time, taken once per run: every sample's ``started_at`` is its
     # monotonic start plus this, so ``started_at + t`` orders a run's decisions exactly as the
     # monotonic clock saw them (reading both clocks per sample let a preemption between the
@@ -81,6 +83,7 @@ class SampleState:
     score_seconds: float = 0.0
     target_seconds: float = 0.0
     clock: float = field(default_factory=time.monotonic)  # when the sample started
+    now: Callable[[], float] = time.monotonic  # the run's clock (SampleEnv.clock)
     # Live streaming (the server's n = 1): told the text so far, final text only (a kept step
     # once appended, the target's own step token by token as it decodes; a draft step waits
     # for its decision, which may reject it).
@@ -88,7 +91,7 @@ class SampleState:
 
     def elapsed(self) -> float:
         """Seconds since the sample started (``Step.t``)."""
-        return time.monotonic() - self.clock
+        return self.now() - self.clock
 
     def append(self, step: Step, generation: Generation) -> None:
         """Add a kept step: its ids continue the assistant message."""
@@ -177,10 +180,10 @@ async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody,
     """Run one sample to its end.  ``on_text``: told its text so far as it grows (see
     ``SampleState.on_text``)."""
     config = env.config
-    clock = time.monotonic()
+    clock = env.clock()
     started_at = clock + env.wall_offset
     state = SampleState(spec, list(env.prompt_ids(spec.question)), clock=clock,
-                        on_text=on_text)
+                        now=env.clock, on_text=on_text)
     try:
         await _rounds(state, env, body)
     finally:
@@ -188,7 +191,7 @@ async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody,
         # in the engines are the first to reuse (Engine.release).
         env.draft.release(state.ids)
         env.target.release(state.ids)
-    return _freeze(state, config, started_at, time.monotonic() - clock)
+    return _freeze(state, config, started_at, env.clock() - clock)
 
 
 async def _rounds(state: SampleState, env: SampleEnv, body: RoundBody) -> None:

@@ -8,7 +8,7 @@ the one definition of the rejection rate that progress, reports and the server c
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 Author = Literal["draft", "target"]
@@ -107,7 +107,7 @@ class SampleTrace:
     stop: StopReason | None = None  # None: the sample failed (status "error")
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        row = asdict(replace(self, steps=()))  # the steps once, as a list
         row["steps"] = [asdict(step) for step in self.steps]
         return row
 

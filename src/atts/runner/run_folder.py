@@ -19,18 +19,21 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atts.config import RunConfig, resolve_force_answer
 from atts.errors import AttsError
+
+if TYPE_CHECKING:
+    from atts.pipeline.trace import SampleTrace
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 LOCK = ".lock"
 # Keys that change how fast a run goes, never what a sample contains.
 OPERATIONAL_KEYS = frozenset(
-    {"draft_concurrency", "target_concurrency", "max_active_samples", "max_retries",
-     "retry_backoff", "cores", "draft_threads", "target_threads"}
+    {"draft_concurrency", "target_concurrency", "max_active_samples", "admission",
+     "max_retries", "retry_backoff", "cores", "draft_threads", "target_threads"}
 )
 
 
@@ -127,6 +130,10 @@ class RunFolder:
         manifest = self.read_manifest()
         manifest.update(fields)
         self._write_json(self.manifest_path, manifest)
+
+    def append_trace(self, trace: SampleTrace) -> None:
+        """Append a finished sample's row (``SampleTrace.to_row``)."""
+        self.append(trace.to_row())
 
     def append(self, row: dict[str, Any]) -> None:
         """Append one row, durably, whole or not at all: a write that fails part-way (a full

@@ -111,8 +111,13 @@ async def execute(
     retry_failed: bool = False,
     show_progress: bool = True,
     on_sample: Callable[[SampleTrace], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    calibrator_factory: Callable[..., Calibrator] = Calibrator,
 ) -> RunOutcome:
-    clock, cpu_clock = time.monotonic(), time.process_time()
+    """Run every pending sample of ``problems`` into ``folder``.  ``clock``: the monotonic
+    clock samples time their steps with (the simulator's virtual one, atts.perf.replay);
+    ``calibrator_factory``: builds the run's calibrator from ``Calibrator``'s arguments."""
+    started, cpu_clock = clock(), time.process_time()
     specs = sample_specs(config, problems)
     rows = folder.rows()
     done = {
@@ -140,11 +145,12 @@ async def execute(
             p = problem_by_id[question_id]
             seed = derive_seed(config.seed, p.id, sample_index)
             spec = SampleSpec(p.id, p.dataset, p.question, p.gold, sample_index, seed)
-        state = SampleState(spec, list(prompt_ids(spec.question)))
+        state = SampleState(spec, list(prompt_ids(spec.question)), clock=clock(), now=clock)
         return await draft_and_score(state, env, 0)
 
     strategy = STRATEGIES[config.strategy]
-    calibrator = (_calibrator(config, calibration_draft, rows, folder, bank_scores)
+    calibrator = (_calibrator(config, calibration_draft, rows, folder, bank_scores,
+                              calibrator_factory)
                   if strategy.calibrated else None)
     coordinator = strategy.coordinator(config)
     env = SampleEnv(
@@ -155,6 +161,8 @@ async def execute(
         prompt_ids=prompt_ids,
         context_length=min(draft.info.context_length, target.info.context_length),
         coordinator=coordinator,
+        clock=clock,
+        wall_offset=time.time() - clock(),
     )
     body = strategy.round_body
     progress = Progress(total=len(specs), initial=len(specs) - len(pending), enabled=show_progress)
@@ -168,7 +176,7 @@ async def execute(
             if coordinator is not None:
                 coordinator.leave(spec.question_id)
         errors += trace.status == "error"
-        folder.append(trace.to_row())
+        folder.append_trace(trace)
         progress.update(trace)
         if on_sample is not None:
             on_sample(trace)
@@ -180,12 +188,12 @@ async def execute(
             coordinator.join(spec.question_id)
     try:
         await admit_all(pending, one, max_active=config.max_active_samples,
-                        by_question=strategy.barrier)
+                        by_question=strategy.barrier or config.admission == "question")
     finally:
         progress.close()
         if calibrator is not None:
             await calibrator.aclose()
-    wall, cpu = time.monotonic() - clock, time.process_time() - cpu_clock
+    wall, cpu = clock() - started, time.process_time() - cpu_clock
     return RunOutcome(
         total=len(specs),
         skipped=len(specs) - len(pending),
@@ -202,9 +210,10 @@ async def execute(
 
 def _calibrator(config: RunConfig, draft_and_score_first: Callable[[str, int], Any],
                 rows: Sequence[dict[str, Any]], folder: RunFolder,
-                bank_scores: Sequence[float]) -> Calibrator:
+                bank_scores: Sequence[float],
+                factory: Callable[..., Calibrator] = Calibrator) -> Calibrator:
     """The run's calibrator, resumed from the rows already written."""
-    return Calibrator(
+    return factory(
         config,
         draft_and_score_first,
         initial_scores=bank_scores,
@@ -221,9 +230,10 @@ async def admit_all(pending: Sequence[SampleSpec],
                     by_question: bool) -> None:
     """Run ``one`` for every pending sample, at most ``max_active`` at a time.
 
-    ``by_question``: a barrier strategy (sync) needs every live sample of a question in flight
-    at once, so a question's samples take their slots together, under one lock (two groups
-    each holding part of what they need would deadlock)."""
+    ``by_question``: a question's samples take their slots together, under one lock (two
+    groups each holding part of what they need would deadlock): a barrier strategy (sync)
+    needs every live sample of a question in flight at once, and ``admission = question``
+    asks for the authors' schedule."""
     slots = asyncio.Semaphore(max_active)
     if not by_question:
         async def admit_sample(spec: SampleSpec) -> None:
