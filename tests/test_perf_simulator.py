@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from atts.perf.devices import Device, EngineSpec, ModelSpec, engine
-from atts.perf.lifecycle import simulate
+from atts.perf.replay import simulate
 from atts.perf.roofline import Chunk, iteration_seconds, request_seconds
 from atts.perf.simulator import Signal, Simulation
 from atts.perf.workload import ParametricSpec, RoundPlan, SamplePlan, Workload, parametric
@@ -184,8 +184,9 @@ def test_a_pool_of_contexts_makes_evicted_samples_read_their_history_again():
 
 def test_an_ended_sample_gives_its_context_up_before_a_live_sibling_does():
     spec = ideal()
-    # A runs 3 rounds, B one; C (A's sibling) starts when B ends, with the pool full.
-    plans = (plan("q", 0, [20, 20, 20], prompt=100), plan("p", 0, [20], prompt=100),
+    # A runs 3 rounds, B one; C (A's sibling) starts when B ends, with the pool full.  The
+    # runner admits by question, then sample: B's question first, then A and C.
+    plans = (plan("p", 0, [20], prompt=100), plan("q", 0, [20, 20, 20], prompt=100),
              plan("q", 1, [20, 20], prompt=100))
     result = simulate(Workload("draft_only", plans, max_active=2, contexts=2), spec, spec)
     # C takes B's released context (only the shared 45 tokens reusable), not A's, so A never

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atts.perf.devices import EngineSpec, MeasuredRates, engine
-from atts.perf.lifecycle import SimResult, simulate
+from atts.perf.replay import SimResult, simulate
 from atts.perf.stats import RunStats, find_runs, load_run_stats, mean_load
-from atts.perf.workload import ParametricSpec, parametric
+from atts.perf.workload import STRATEGIES, ParametricSpec, parametric
 
 PAPER_SPEEDUPS = "5.7x-14.5x (one table, Qwen2.5-7B / QwQ-32B), up to 56.7x (best case)"
 
@@ -97,9 +97,8 @@ def validate_run(path: str | Path, *, loads: str | Path | None = None,
                       else (stats.prefill_tokens, first.context_prefill))
 
 
-def validate(paths: Sequence[str | Path], *, loads: str | Path | None = None,
-             cores: int = 2) -> list[Validation]:
-    """Validate every run folder in ``paths`` (a folder holding run folders counts for all)."""
+def run_folders(paths: Sequence[str | Path]) -> list[Path]:
+    """Every run folder in ``paths`` (a folder holding run folders counts for all)."""
     folders: list[Path] = []
     for path in paths:
         p = Path(path)
@@ -107,7 +106,27 @@ def validate(paths: Sequence[str | Path], *, loads: str | Path | None = None,
     if not folders:
         raise ValueError(f"no run folder under {', '.join(map(str, paths))}; pass the --out "
                          "folder of an `atts run`")
-    return [validate_run(f, loads=loads, cores=cores) for f in folders]
+    return folders
+
+
+def unmodelled(folders: Sequence[Path]) -> list[Path]:
+    """The run folders whose strategy the simulator does not replay (judge: its rating calls
+    are not in the step traces)."""
+    from atts.runner.run_folder import RunFolder
+
+    def strategy(folder: Path) -> str:
+        config = RunFolder(folder).read_manifest().get("config") or {}
+        return str(config.get("strategy") or "")
+
+    return [f for f in folders if strategy(f) not in STRATEGIES]
+
+
+def validate(paths: Sequence[str | Path], *, loads: str | Path | None = None,
+             cores: int = 2) -> list[Validation]:
+    """Validate every run folder in ``paths`` whose strategy the simulator replays."""
+    folders = run_folders(paths)
+    skipped = set(unmodelled(folders))
+    return [validate_run(f, loads=loads, cores=cores) for f in folders if f not in skipped]
 
 
 # -- the paper's setting ------------------------------------------------------------------------

@@ -1,21 +1,21 @@
-"""A discrete-event simulator of the runner on modelled engines (``atts simulate``).
+"""The modelled engines of ``atts simulate``: continuous batching on a virtual clock.
 
 Time only moves at events.  Each engine batches continuously: an iteration takes every request
-in flight (as many as ``max_batch``, the concurrency limit and the KV memory allow, admitted
-in arrival order); a request first prefills (in chunks of ``chunk_tokens``), then decodes one
-token per iteration; the iteration costs what ``atts.perf.roofline.iteration_seconds`` says.
-When only decodes run, the engine skips ahead to the next completion in one event and is cut
-back to the current iteration's end if a request arrives meanwhile, which is exactly what
-iteration-by-iteration simulation gives.  An engine on measured rates (the CPU) runs one
-request at a time.
+in flight (as many as ``max_batch`` and the KV memory allow, admitted in arrival order; the
+run's per-engine concurrency limits are the runner's own, in ``GuardedEngine``); a request
+first prefills (in chunks of ``chunk_tokens``), then decodes one token per iteration; the
+iteration costs what ``atts.perf.roofline.iteration_seconds`` says.  When only decodes run,
+the engine skips ahead to the next completion in one event and is cut back to the current
+iteration's end if a request arrives meanwhile, which is exactly what iteration-by-iteration
+simulation gives.  An engine on measured rates (the CPU) runs one request at a time.
 
-What the samples do (rounds, barriers, calibration) lives in ``atts.perf.lifecycle``; this
-module owns time, engines and the ``Signal`` a process waits on.
+The clock is a ``VirtualClockLoop``: the real runner drives these engines through
+``atts.perf.cost_engine`` (``atts.perf.replay`` puts them together); this module owns the
+engines' time and the ``Signal`` a request's caller awaits.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -25,30 +25,26 @@ import numpy as np
 
 from atts.perf.devices import EngineSpec
 from atts.perf.roofline import Chunk, decode_run_seconds, iteration_seconds, request_seconds
+from atts.perf.virtual_clock import VirtualClockLoop
 
 
 class Signal:
-    """A one-shot event: processes that wait on it resume (at the same time) once it fires."""
+    """A one-shot event on the simulation's loop: awaitable, and ``time`` says when it fired."""
 
     def __init__(self, sim: Simulation) -> None:
         self._sim = sim
         self.fired = False
         self.time: float | None = None
-        self._waiters: list[Callable[[], None]] = []
+        self._future = sim.loop.create_future()
 
     def fire(self) -> None:
         if self.fired:
             return
         self.fired, self.time = True, self._sim.now
-        for resume in self._waiters:
-            self._sim.at(self._sim.now, resume)
-        self._waiters.clear()
+        self._future.set_result(None)
 
-    def wait(self, resume: Callable[[], None]) -> None:
-        if self.fired:
-            self._sim.at(self._sim.now, resume)
-        else:
-            self._waiters.append(resume)
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._future.__await__()
 
 
 @dataclass
@@ -81,9 +77,9 @@ class EngineStats:
 
 
 class SimEngine:
-    def __init__(self, sim: Simulation, name: str, spec: EngineSpec, concurrency: int) -> None:
+    def __init__(self, sim: Simulation, name: str, spec: EngineSpec) -> None:
         self.sim, self.name, self.spec = sim, name, spec
-        self.cap = max(1, min(spec.max_batch, concurrency))
+        self.cap = max(1, spec.max_batch)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.stats = EngineStats()
@@ -210,25 +206,30 @@ class SimEngine:
         self.sim.at(self.sim.now + seconds, end)
 
 
-Process = Generator[Signal, None, None]
-
-
 class Simulation:
-    """The clock, the event queue and the two engines."""
+    """The clock and the two engines.  ``loop``: the virtual-clock loop the runner runs on;
+    without one the simulation owns a loop of its own, which ``run`` drains and closes."""
 
     def __init__(self, draft: EngineSpec, target: EngineSpec, *,
-                 draft_concurrency: int = 1 << 30, target_concurrency: int = 1 << 30) -> None:
-        self.now = 0.0
-        self._queue: list[tuple[float, int, int, Callable[[], None]]] = []
-        self._seq = 0
-        self.engines = {"draft": SimEngine(self, "draft", draft, draft_concurrency),
-                        "target": SimEngine(self, "target", target, target_concurrency)}
+                 loop: VirtualClockLoop | None = None) -> None:
+        self._owns_loop = loop is None
+        self.loop = loop if loop is not None else VirtualClockLoop()
+        self.engines = {"draft": SimEngine(self, "draft", draft),
+                        "target": SimEngine(self, "target", target)}
+
+    @property
+    def now(self) -> float:
+        return self.loop.time()
 
     def at(self, time: float, action: Callable[[], None], *, last: bool = False) -> None:
         """Run ``action`` at ``time``; ``last``: after every other event of that time (an engine
         forms its batch only once all requests arriving at that instant are in)."""
-        self._seq += 1
-        heapq.heappush(self._queue, (time, int(last), self._seq, action))
+        if not last:
+            self.loop.call_at(time, action)
+        elif time <= self.now:
+            self.loop.call_when_idle(action)
+        else:
+            self.loop.call_at(time, lambda: self.loop.call_when_idle(action))
 
     def signal(self) -> Signal:
         return Signal(self)
@@ -240,23 +241,14 @@ class Simulation:
         self.engines[engine].submit(Request(prefill, rows, decode, context, done, kind))
         return done
 
-    def spawn(self, process: Process) -> None:
-        """Start a generator process now; it yields signals and resumes when each fires."""
-        def step() -> None:
-            try:
-                waited = next(process)
-            except StopIteration:
-                return
-            waited.wait(step)
-
-        self.at(self.now, step)
-
-    def run(self, until: float = float("inf")) -> float:
-        while self._queue and self._queue[0][0] <= until:
-            time, _, _, action = heapq.heappop(self._queue)
-            self.now = time
-            action()
-        return self.now
+    def run(self) -> float:
+        """Run every event to the end (a simulation that owns its loop); returns the clock."""
+        if not self._owns_loop:
+            raise RuntimeError("this simulation runs on the runner's loop")
+        try:
+            return self.loop.run_until_idle()
+        finally:
+            self.loop.close()
 
     def engine_summary(self) -> dict[str, Any]:
         return {name: {"busy_seconds": e.stats.busy_seconds, "iterations": e.stats.iterations,

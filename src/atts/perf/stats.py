@@ -146,6 +146,7 @@ def load_run_stats(path: str | Path) -> RunStats:
         calibration=str(config.get("calibration") or "file"),
         calibration_m=int(config.get("calibration_m") or 4),
         warmup=int(config.get("warmup") or 8),
+        min_rounds=int(config.get("min_rounds") or 0),
         draft_concurrency=int(config.get("draft_concurrency") or 2),
         target_concurrency=int(config.get("target_concurrency") or 2),
         # The embedded engine keeps one context per sample in flight (runner/session.py).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from atts.perf import roofline, scenarios
 from atts.perf.devices import engine
-from atts.perf.lifecycle import simulate
+from atts.perf.replay import simulate
 from atts.perf.report import table
 from atts.perf.workload import ParametricSpec, parametric
 
@@ -20,6 +20,7 @@ def _pct(x: float) -> str:
 def validation_table(paths: Sequence[str | Path], loads: str | Path | None = None,
                      cores: int = 2) -> str:
     rows = scenarios.validate(paths, loads=loads, cores=cores)
+    skipped = scenarios.unmodelled(scenarios.run_folders(paths))
 
     def adjusted(v: scenarios.Validation) -> list[str]:
         if v.load is None or v.load_adjusted is None:
@@ -53,7 +54,9 @@ def validation_table(paths: Sequence[str | Path], loads: str | Path | None = Non
         "written before steps recorded it), against the simulated pool's.\n\n" + body
         + "\nLargest error: "
         + ", ".join(f"{name} {value:.0%}" for name, value in worst.items() if value is not None)
-        + "; target +-25%.\n")
+        + "; target +-25%.\n"
+        + (f"Not simulated (judge: its rating calls are not in the traces): "
+           f"{', '.join(str(f) for f in skipped)}.\n" if skipped else ""))
 
 
 def paper_table(device: str = "a100-80gb", samples: int = 16) -> str:

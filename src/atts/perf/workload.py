@@ -60,6 +60,7 @@ class Workload:
     calibration_m: int = 4
     warmup: int = 8
     question_admission: bool = False  # admit a question whole, next one when it is done
+    min_rounds: int = 0  # an answer before this round gets "Wait" appended (RunConfig)
     contexts: int | None = None  # per engine: cached sequences (llama_cpp pool); None: all
     draft_concurrency: int = 1 << 30  # requests in flight per engine (GuardedEngine)
     target_concurrency: int = 1 << 30
@@ -159,5 +160,9 @@ def parametric(spec: ParametricSpec, strategy: str, **knobs: object) -> Workload
                         if rejected else "accept"
                     rounds.append(RoundPlan(drafts[r], decision, targets[r] if rejected else 0))
             forced = spec.forced_tokens if used == spec.rounds and stop > 0 else 0
-            plans.append(SamplePlan(f"q{q}", s, spec.prompt_tokens, tuple(rounds), forced))
+            # The runner's default author (RunConfig.force_answer = auto): a draft-only
+            # baseline must not borrow the target.
+            author = "draft" if strategy == "draft_only" else "target"
+            plans.append(SamplePlan(f"q{q}", s, spec.prompt_tokens, tuple(rounds), forced,
+                                    author))
     return Workload(strategy, tuple(plans), **knobs)  # type: ignore[arg-type]
