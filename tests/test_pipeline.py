@@ -246,3 +246,41 @@ def test_a_row_reads_back_as_the_trace_that_wrote_it_and_old_rows_read_too():
         del step["t"], step["prefill_tokens"]
     back = SampleTrace.from_row(old)
     assert back.question == "" and back.stop is None and back.steps[0].t is None
+
+
+def test_counters_follow_from_the_steps():
+    from atts.pipeline.trace import Step, step_counters
+
+    steps = [
+        Step(0, "draft", "a", 10, decision="regenerate", kept=False, seconds=3.0,
+             score_tokens=10, score_seconds=0.5),
+        Step(0, "target", "b", 12, seconds=4.0),
+        Step(1, "draft", "c", 6, decision="accept", seconds=2.0, score_tokens=9,
+             score_seconds=1.0, rating_tokens=2),  # the judge: step and cue read, 2 written
+        Step(1, "target", "\n\nWait", 5, kind="wait"),  # appended, not decoded
+        Step(2, "draft", "d", 7, kind="forced_answer", seconds=1.5),
+    ]
+    tokens, seconds = step_counters(steps, wall=20.0)
+    assert (tokens.draft_decode, tokens.target_decode, tokens.target_score) == (23, 14, 19)
+    assert (seconds.draft, seconds.score, seconds.target, seconds.wall) == pytest.approx(
+        (2.5 + 1.0 + 1.5, 1.5, 4.0, 20.0))
+
+
+@pytest.mark.parametrize("strategy", ["atts", "sync", "judge", "target_only", "draft_only"])
+def test_every_strategy_counts_each_token_once(tmp_path, strategy):
+    cfg = config(strategy=strategy, rounds=3, alpha=0.25)
+    draft, target = engines(cycling([50, 500, 99]))
+    _, rows = run(cfg, draft, target, tmp_path)
+    for row in rows:
+        steps = row["steps"]
+        decoded = {"draft": 0, "target": 0}
+        for s in steps:
+            if s["kind"] != "wait":
+                decoded[s["author"]] += s["tokens"]
+        assert row["tokens"]["draft_decode"] == decoded["draft"]
+        assert row["tokens"]["target_decode"] == decoded["target"] + sum(
+            s["rating_tokens"] for s in steps)
+        assert row["tokens"]["target_score"] == sum(s["score_tokens"] for s in steps)
+        if strategy in ("atts", "sync"):  # the target scores every drafted token
+            assert row["tokens"]["target_score"] == sum(
+                s["tokens"] for s in steps if s["author"] == "draft" and s["kind"] == "step")

@@ -44,10 +44,9 @@ async def judge_round(state: SampleState, env: SampleEnv, round_index: int) -> N
     generation = await env.draft.generate(
         state.ids, state.step_params(config, "draft", round_index)
     )
-    state.draft_decode += len(generation.token_ids)
-    state.draft_seconds += generation.seconds
     if not generation.token_ids:
-        state.append(Step(round_index, "draft", "", 0, t=state.elapsed()), generation)
+        state.append(Step(round_index, "draft", "", 0, seconds=generation.seconds,
+                          t=state.elapsed()), generation)
         return
     # The rating reads the step as the text would hold it: without an ending EOS id, which
     # would close the message before the cue.
@@ -60,9 +59,6 @@ async def judge_round(state: SampleState, env: SampleEnv, round_index: int) -> N
         max_tokens=RATING_TOKENS, temperature=0.0,
         seed=derive_seed(state.spec.seed, round_index, "rating"),
     ))
-    state.target_score += len(step_ids) + len(cue_ids)  # read by the target's prefill
-    state.target_decode += len(rated.token_ids)
-    state.score_seconds += rated.seconds
     rating = read_rating(rated.text)
     keep = rating is not None and rating >= config.judge_threshold
     decision = Decision.ACCEPT if keep else Decision.REGENERATE
@@ -70,6 +66,8 @@ async def judge_round(state: SampleState, env: SampleEnv, round_index: int) -> N
         round_index, "draft", generation.text, len(generation.token_ids), kept=keep,
         score=None if rating is None else float(rating), decision=decision.value,
         seconds=generation.seconds + rated.seconds,
+        score_tokens=len(step_ids) + len(cue_ids),  # read by the target's prefill
+        score_seconds=rated.seconds, rating_tokens=len(rated.token_ids),
         prefill_tokens=prefill_tokens(generation.prompt_tokens, generation)
         + prefill_tokens(len(context), rated),
         t=state.elapsed(),

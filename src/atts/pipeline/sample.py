@@ -26,7 +26,7 @@ from atts.pipeline.prompt import (
     close_forced_answer,
 )
 from atts.pipeline.seeds import derive_seed
-from atts.pipeline.trace import Author, SampleTrace, Step, StopReason, Timings, TokenCounts
+from atts.pipeline.trace import Author, SampleTrace, Step, StopReason, step_counters
 
 if TYPE_CHECKING:
     from atts.pipeline.strategies import SyncCoordinator
@@ -76,12 +76,6 @@ class SampleState:
     ended: bool = False  # the model ended its message (EOS)
     rounds: int = 0
     stop: StopReason = "rounds"
-    draft_decode: int = 0
-    target_decode: int = 0
-    target_score: int = 0
-    draft_seconds: float = 0.0
-    score_seconds: float = 0.0
-    target_seconds: float = 0.0
     clock: float = field(default_factory=time.monotonic)  # when the sample started
     now: Callable[[], float] = time.monotonic  # the run's clock (SampleEnv.clock)
     # Live streaming (the server's n = 1): told the text so far, final text only (a kept step
@@ -144,12 +138,6 @@ async def write_step(
         state.ids, state.step_params(env.config, role, round_index),
         None if live is None else _live_tokens(state.text, engine, live),
     )
-    if role == "draft":
-        state.draft_decode += len(generation.token_ids)
-        state.draft_seconds += generation.seconds
-    else:
-        state.target_decode += len(generation.token_ids)
-        state.target_seconds += generation.seconds
     step = Step(
         round_index, role, generation.text, len(generation.token_ids), seconds=generation.seconds,
         prefill_tokens=prefill_tokens(len(state.ids), generation), t=state.elapsed(),
@@ -246,12 +234,6 @@ async def _force_answer(state: SampleState, env: SampleEnv, author: str) -> None
     completion = close_forced_answer(generation.text)
     text = cue + completion
     tokens = len(generation.token_ids)
-    if role == "target":
-        state.target_decode += tokens
-        state.target_seconds += generation.seconds
-    else:
-        state.draft_decode += tokens
-        state.draft_seconds += generation.seconds
     state.steps.append(
         Step(state.rounds, role, text, tokens, kind="forced_answer", seconds=generation.seconds,
              prefill_tokens=prefill_tokens(len(context), generation), t=state.elapsed())
@@ -261,6 +243,7 @@ async def _force_answer(state: SampleState, env: SampleEnv, author: str) -> None
 
 def _freeze(state: SampleState, config: RunConfig, started_at: float, wall: float) -> SampleTrace:
     spec = state.spec
+    tokens, seconds = step_counters(state.steps, wall)
     return SampleTrace(
         question_id=spec.question_id,
         dataset=spec.dataset,
@@ -274,8 +257,8 @@ def _freeze(state: SampleState, config: RunConfig, started_at: float, wall: floa
         text=state.text,
         rounds=state.rounds,
         steps=tuple(state.steps),
-        tokens=TokenCounts(state.draft_decode, state.target_decode, state.target_score),
-        seconds=Timings(state.draft_seconds, state.score_seconds, state.target_seconds, wall),
+        tokens=tokens,
+        seconds=seconds,
         started_at=started_at,
         finished_at=started_at + wall,
         stop=state.stop,

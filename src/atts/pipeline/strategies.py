@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from atts.config import RunConfig
 from atts.conformal import Decision
@@ -70,20 +71,21 @@ def _calibrator(env: SampleEnv) -> CalibratorLike:
     return env.calibrator
 
 
-def _count(state: SampleState, drafted: ScoredDraft) -> None:
-    state.draft_decode += len(drafted.generation.token_ids)
-    state.draft_seconds += drafted.generation.seconds
-    if drafted.score is not None:
-        state.target_score += len(drafted.score.logprobs)
-        state.score_seconds += drafted.score.seconds
+def _scoring(drafted: ScoredDraft) -> dict[str, Any]:
+    """A drafted step's calls as its ``Step`` records them: both calls' seconds, and the
+    scoring pass's tokens and seconds apart."""
+    score = drafted.score
+    return {"seconds": drafted.generation.seconds + (score.seconds if score else 0.0),
+            "score_tokens": len(score.logprobs) if score else 0,
+            "score_seconds": score.seconds if score else 0.0}
 
 
 async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
     drafted, calibration = await _judged_draft(state, env, round_index)
-    _count(state, drafted)
     generation = drafted.generation
     if drafted.score is None:  # an empty step (the draft ended its message at once)
-        state.append(Step(round_index, "draft", "", 0, t=state.elapsed()), generation)
+        state.append(Step(round_index, "draft", "", 0, t=state.elapsed(), **_scoring(drafted)),
+                     generation)
         return
     value = drafted.value
     assert value is not None  # a scored step has a score value
@@ -97,8 +99,7 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
     step = Step(
         round_index, "draft", generation.text, len(generation.token_ids),
         kept=decision is not Decision.REGENERATE, score=value, p_value=p,
-        decision=decision.value, calibration=calibration,
-        seconds=generation.seconds + drafted.score.seconds,
+        decision=decision.value, calibration=calibration, **_scoring(drafted),
         prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
         t=decided_at,
     )
@@ -159,7 +160,6 @@ async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> No
     if coordinator is None:
         raise ValueError("the sync strategy needs a SyncCoordinator in its SampleEnv")
     drafted = await draft_and_score(state, env, round_index)
-    _count(state, drafted)
     generation = drafted.generation
     value = drafted.value if drafted.value is not None else -math.inf  # empty: never the worst
     rejected = await coordinator.rank(state.spec.question_id, value)
@@ -167,8 +167,7 @@ async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> No
     state.append(
         Step(
             round_index, "draft", generation.text, len(generation.token_ids),
-            score=drafted.value, decision=decision.value,
-            seconds=generation.seconds + (drafted.score.seconds if drafted.score else 0.0),
+            score=drafted.value, decision=decision.value, **_scoring(drafted),
             prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
             t=state.elapsed(),
         ),

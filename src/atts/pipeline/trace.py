@@ -36,6 +36,12 @@ class Step:
     decision: str | None = None  # accept | continue | regenerate (draft steps that were judged)
     calibration: bool = False  # its score went into the calibration bank
     seconds: float = 0.0  # the call that wrote the step (plus its scoring for draft steps)
+    # A judged draft step: the tokens the target read to judge it (the step; the judge: the
+    # step and its rating cue), the seconds of that pass (part of ``seconds``), and the
+    # judge's rating tokens the target wrote.
+    score_tokens: int = 0
+    score_seconds: float = 0.0
+    rating_tokens: int = 0
     # Context tokens the engines evaluated for this step's calls rather than reading them from
     # their caches (generation and, for a draft step, scoring): about one per call when a
     # sample keeps its cache, the whole history when its cache was lost.
@@ -83,6 +89,26 @@ class Timings:
     score: float = 0.0
     target: float = 0.0
     wall: float = 0.0
+
+
+def step_counters(steps: Iterable[Step], wall: float) -> tuple[TokenCounts, Timings]:
+    """A sample's token and time counters, which follow from its steps: decoded tokens and
+    call seconds by author (a "Wait" cue is appended, not decoded), and the target's judging
+    passes (scoring, or the judge's rating) apart."""
+    draft_decode = target_decode = target_score = 0
+    draft = score = target = 0.0
+    for step in steps:
+        target_score += step.score_tokens
+        target_decode += step.rating_tokens
+        score += step.score_seconds
+        if step.author == "draft":
+            draft_decode += step.tokens
+            draft += step.seconds - step.score_seconds
+        elif step.kind != "wait":
+            target_decode += step.tokens
+            target += step.seconds
+    return (TokenCounts(draft_decode, target_decode, target_score),
+            Timings(draft, score, target, wall))
 
 
 @dataclass(frozen=True)
