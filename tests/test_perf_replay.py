@@ -100,3 +100,10 @@ def test_a_workload_reads_the_same_after_a_replay():
     first = simulate(workload, *[engine("qwen2.5-7b", "a100-80gb")] * 2)
     again = simulate(dataclasses.replace(workload), *[engine("qwen2.5-7b", "a100-80gb")] * 2)
     assert first == again
+
+
+def test_the_simulated_strategies_are_the_runners():
+    from atts.perf.workload import SIMULATED_STRATEGIES
+    from atts.pipeline.strategies import STRATEGIES
+
+    assert set(SIMULATED_STRATEGIES) == set(STRATEGIES) - {"judge"}

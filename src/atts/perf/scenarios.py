@@ -20,7 +20,7 @@ from pathlib import Path
 from atts.perf.devices import EngineSpec, MeasuredRates, engine
 from atts.perf.replay import SimResult, simulate
 from atts.perf.stats import RunStats, find_runs, load_run_stats, mean_load
-from atts.perf.workload import STRATEGIES, ParametricSpec, parametric
+from atts.perf.workload import SIMULATED_STRATEGIES, ParametricSpec, parametric
 
 PAPER_SPEEDUPS = "5.7x-14.5x (one table, Qwen2.5-7B / QwQ-32B), up to 56.7x (best case)"
 
@@ -118,7 +118,7 @@ def unmodelled(folders: Sequence[Path]) -> list[Path]:
         config = RunFolder(folder).read_manifest().get("config") or {}
         return str(config.get("strategy") or "")
 
-    return [f for f in folders if strategy(f) not in STRATEGIES]
+    return [f for f in folders if strategy(f) not in SIMULATED_STRATEGIES]
 
 
 def validate(paths: Sequence[str | Path], *, loads: str | Path | None = None,

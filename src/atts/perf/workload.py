@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("atts", "sync", "target_only", "draft_only")
+# The strategies of the runner's registry (atts.pipeline.strategies) whose plans a step trace
+# holds whole: the judge's rating calls are not in its steps, so it is not replayed.
+SIMULATED_STRATEGIES = ("atts", "sync", "target_only", "draft_only")
 DECISIONS = ("accept", "continue", "regenerate")
 
 
@@ -66,8 +68,8 @@ class Workload:
     target_concurrency: int = 1 << 30
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+        if self.strategy not in SIMULATED_STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(SIMULATED_STRATEGIES)}")
         if self.max_active < 1:
             raise ValueError("max_active must be >= 1")
 
