@@ -107,3 +107,14 @@ def test_the_simulated_strategies_are_the_runners():
     from atts.pipeline.strategies import STRATEGIES
 
     assert set(SIMULATED_STRATEGIES) == set(STRATEGIES) - {"judge"}
+
+
+def test_a_sample_missing_from_a_recorded_run_is_skipped_and_its_first_step_drafted():
+    # Sample 1 of q failed in the recorded run (no plan); the per-question pre-pass of m = 3
+    # still drafts its first step, as the runner did, and the run skips it.
+    plans = (plan("q", 0, [5, 5], first=True), plan("q", 2, [5], first=True))
+    spec = ideal()
+    result = simulate(Workload("atts", plans, calibration="question", calibration_m=3),
+                      spec, spec)
+    assert sorted(result.sample_seconds) == [("q", 0), ("q", 2)]
+    assert result.engines["draft"]["tokens"]["decode"] == 5 + 5 + 5 + 5  # and q/1's first

@@ -126,18 +126,19 @@ class PlanBook:
                 plan.key, len(plan.rounds), plan.forced_tokens)
 
     def _calibration_extras(self, workload: Workload, config: RunConfig) -> None:
-        """First steps the calibration drafts for samples the run does not have (m > N, or a
-        warm-up larger than the run), seeded like samples N, N+1, ...: each as long as its
-        question's average first step."""
+        """First steps the calibration drafts for samples the plans lack (m > N, a warm-up
+        larger than the run, a sample missing from a recorded run), seeded like those
+        samples: each as long as its question's average first step."""
         extra = max(workload.calibration_m, workload.warmup)
         for question in workload.questions:
             siblings = [p for p in workload.plans if p.question == question]
             firsts = [p.rounds[0].draft_tokens for p in siblings if p.rounds]
             mean = max(1, round(sum(firsts) / len(firsts))) if firsts else 1
-            for index in range(len(siblings), len(siblings) + extra):
-                key = (question, index)
-                seed = derive_seed(derive_seed(config.seed, question, index), 0, "draft")
-                self._calls[("draft", seed)] = Call(key, 0, mean)
+            planned = {p.index for p in siblings}
+            for index in range(max(planned) + 1 + extra):
+                if index not in planned:
+                    seed = derive_seed(derive_seed(config.seed, question, index), 0, "draft")
+                    self._calls[("draft", seed)] = Call((question, index), 0, mean)
 
     # -- what the engines ask ----------------------------------------------------------------
     def prompt(self, question: str) -> list[int]:
@@ -228,9 +229,6 @@ def run_config(workload: Workload) -> RunConfig:
     """The settings the runner needs to take the plans' schedule: the workload's knobs, T and
     N from the plans, who forces answers, and a level the bank sizes allow."""
     plans = workload.plans
-    per_question: dict[str, int] = {}
-    for plan in plans:
-        per_question[plan.question] = per_question.get(plan.question, 0) + 1
     forced = next((p.forced_author for p in plans if p.forced_tokens), None)
     m = workload.calibration_m
     rejections: dict[tuple[str, int], int] = {}
@@ -239,7 +237,7 @@ def run_config(workload: Workload) -> RunConfig:
             if step.decision in ("continue", "regenerate"):
                 where = (plan.question, index)
                 rejections[where] = rejections.get(where, 0) + 1
-    samples = max(per_question.values(), default=1)
+    samples = max((p.index + 1 for p in plans), default=1)  # a missing one is skipped
     return RunConfig(
         strategy=workload.strategy, samples=samples,
         rounds=max([len(p.rounds) for p in plans] + [1]), min_rounds=workload.min_rounds,
