@@ -57,8 +57,9 @@ def engines(
 
 def config(**changes: object) -> RunConfig:
     base: dict[str, object] = dict(
-        engine="fake", samples=2, rounds=3, calibration="file", calibration_file="unused",
-        alpha=0.1, alpha_discard=0.0, force_answer="none", max_retries=0,
+        # The fake engines script step perplexities ("ppl=95"): these tests judge by them.
+        engine="fake", score="ppl", samples=2, rounds=3, calibration="file",
+        calibration_file="unused", alpha=0.1, alpha_discard=0.0, force_answer="none", max_retries=0,
     )
     base.update(changes)
     return RunConfig.from_mapping(base)

@@ -134,11 +134,13 @@ def test_llr_and_the_judge_run_for_real_on_the_tiny_model(tmp_path, tiny_model, 
 
 def test_calibrate_then_run_from_the_bank_file_checks_its_fingerprint(tmp_path, capsys):
     bank = tmp_path / "bank.json"
+    # A bank of perplexities (the paper's score, not the default): what the checks below edit.
     assert main(["calibrate", "--engine", "fake", "--pool", "gsm8k_train", "--pool-limit", "12",
-                 "--out", str(bank), "--no-progress"]) == 0
+                 "--score", "ppl", "--out", str(bank), "--no-progress"]) == 0
     saved = json.loads(bank.read_text())
     assert saved["count"] == 12 and set(saved["fingerprint"]) >= {"draft", "target", "step"}
-    run = ["run", "--engine", "fake", "--limit", "1", "--samples", "2", "--calibration", "file",
+    run = ["run", "--engine", "fake", "--score", "ppl", "--limit", "1", "--samples", "2",
+           "--calibration", "file",
            "--calibration-file", str(bank), "--no-progress", "--no-report"]
     assert main([*run, "--out", str(tmp_path / "a")]) == 0
     capsys.readouterr()

@@ -66,7 +66,9 @@ def engines(
 
 
 def config(**changes: object) -> RunConfig:
-    base: dict[str, object] = dict(engine="fake", draft="draft", target="target", alpha=0.1,
+    # The fake engines script step perplexities: these tests judge by them.
+    base: dict[str, object] = dict(engine="fake", score="ppl", draft="draft", target="target",
+                                   alpha=0.1,
                                    rounds=4, force_answer="target", max_retries=0,
                                    max_active_samples=16, draft_concurrency=16,
                                    target_concurrency=16)

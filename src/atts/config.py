@@ -59,9 +59,10 @@ class RunConfig:
     # BENCHMARKS.md section 0.2); 0: never (the paper's code); ``discard_level`` resolves it.
     alpha_discard: float | None = None
     sync_budget: int = 1  # sync: the B worst-scored steps of each round go to the target
-    # The nonconformity score of a draft step (atts.conformal.scores): ppl | max_surprisal |
-    # tail_mean (the mean of the score_k largest token surprisals) | llr (draft - target).
-    score: str = "ppl"
+    # The nonconformity score of a draft step (atts.conformal.scores): ppl (the paper's) |
+    # max_surprisal | tail_mean (mean of the score_k largest token surprisals; the default,
+    # BENCHMARKS.md 0.3) | llr (draft - target).
+    score: str = "tail_mean"
     score_k: int = DEFAULT_TAIL_K
     # judge (SpecReason): the target rates each draft step 0-9; below this it regenerates it.
     judge_threshold: int = 7
