@@ -63,7 +63,7 @@ def test_prompt_tokens_are_estimated_from_the_question():
 
 
 def test_validation_predicts_every_run_under_a_folder(atts_run):
-    (rows,) = validate([atts_run.parent])
+    (rows,) = validate([atts_run.parent]).rows
     assert rows.strategy == "atts" and rows.samples == 4
     assert rows.measured > 0 and rows.preset > 0 and rows.calibrated > 0
     # The fake engines cache nothing when generating, so every call re-reads its context;

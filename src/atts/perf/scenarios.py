@@ -121,12 +121,21 @@ def unmodelled(folders: Sequence[Path]) -> list[Path]:
     return [f for f in folders if strategy(f) not in SIMULATED_STRATEGIES]
 
 
+@dataclass(frozen=True)
+class ValidationSet:
+    """``validate``'s answer: a row per replayed run, and the folders it could not replay."""
+
+    rows: list[Validation]
+    skipped: list[Path]
+
+
 def validate(paths: Sequence[str | Path], *, loads: str | Path | None = None,
-             cores: int = 2) -> list[Validation]:
+             cores: int = 2) -> ValidationSet:
     """Validate every run folder in ``paths`` whose strategy the simulator replays."""
     folders = run_folders(paths)
-    skipped = set(unmodelled(folders))
-    return [validate_run(f, loads=loads, cores=cores) for f in folders if f not in skipped]
+    skipped = unmodelled(folders)
+    return ValidationSet([validate_run(f, loads=loads, cores=cores)
+                          for f in folders if f not in skipped], skipped)
 
 
 # -- the paper's setting ------------------------------------------------------------------------

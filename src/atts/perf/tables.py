@@ -19,8 +19,8 @@ def _pct(x: float) -> str:
 
 def validation_table(paths: Sequence[str | Path], loads: str | Path | None = None,
                      cores: int = 2) -> str:
-    rows = scenarios.validate(paths, loads=loads, cores=cores)
-    skipped = scenarios.unmodelled(scenarios.run_folders(paths))
+    validated = scenarios.validate(paths, loads=loads, cores=cores)
+    rows, skipped = validated.rows, validated.skipped
 
     def adjusted(v: scenarios.Validation) -> list[str]:
         if v.load is None or v.load_adjusted is None:

@@ -76,7 +76,7 @@ class SampleState:
     ended: bool = False  # the model ended its message (EOS)
     rounds: int = 0
     stop: StopReason = "rounds"
-    clock: float = field(default_factory=time.monotonic)  # when the sample started
+    started: float = field(default_factory=time.monotonic)  # when it started, on `now`'s clock
     now: Callable[[], float] = time.monotonic  # the run's clock (SampleEnv.clock)
     # Live streaming (the server's n = 1): told the text so far, final text only (a kept step
     # once appended, the target's own step token by token as it decodes; a draft step waits
@@ -85,7 +85,7 @@ class SampleState:
 
     def elapsed(self) -> float:
         """Seconds since the sample started (``Step.t``)."""
-        return self.now() - self.clock
+        return self.now() - self.started
 
     def append(self, step: Step, generation: Generation) -> None:
         """Add a kept step: its ids continue the assistant message."""
@@ -170,7 +170,7 @@ async def run_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody,
     config = env.config
     clock = env.clock()
     started_at = clock + env.wall_offset
-    state = SampleState(spec, list(env.prompt_ids(spec.question)), clock=clock,
+    state = SampleState(spec, list(env.prompt_ids(spec.question)), started=clock,
                         now=env.clock, on_text=on_text)
     try:
         await _rounds(state, env, body)

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from atts.config import RunConfig
 from atts.conformal import Decision
@@ -71,7 +71,15 @@ def _calibrator(env: SampleEnv) -> CalibratorLike:
     return env.calibrator
 
 
-def _scoring(drafted: ScoredDraft) -> dict[str, Any]:
+class _ScoringCounters(TypedDict):
+    """The ``Step`` fields a drafted step's two calls fill (checked against Step by mypy)."""
+
+    seconds: float
+    score_tokens: int
+    score_seconds: float
+
+
+def _scoring(drafted: ScoredDraft) -> _ScoringCounters:
     """A drafted step's calls as its ``Step`` records them: both calls' seconds, and the
     scoring pass's tokens and seconds apart."""
     score = drafted.score

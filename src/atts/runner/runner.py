@@ -145,7 +145,7 @@ async def execute(
             p = problem_by_id[question_id]
             seed = derive_seed(config.seed, p.id, sample_index)
             spec = SampleSpec(p.id, p.dataset, p.question, p.gold, sample_index, seed)
-        state = SampleState(spec, list(prompt_ids(spec.question)), clock=clock(), now=clock)
+        state = SampleState(spec, list(prompt_ids(spec.question)), started=clock(), now=clock)
         return await draft_and_score(state, env, 0)
 
     strategy = STRATEGIES[config.strategy]
