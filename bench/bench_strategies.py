@@ -11,12 +11,16 @@ efficiency (measured speedup / bound).
 
     .venv/bin/python bench/bench_strategies.py --datasets gsm8k:6 \
         --strategies atts target_only draft_only sync --repeats 2
-Sweeps: ``--alphas 0.1 0.25 0.4``, ``--calibrations question marginal``, ``--modes continue
+Every sweep defaults to the run defaults (RunConfig), so ``atts`` alone is the ATTS a user
+gets.  Sweeps: ``--alphas 0.1 0.25 0.4``, ``--calibrations question marginal``, ``--modes continue
 regenerate``, ``--strata none round`` (round: marginal or adaptive calibration), ``--scores ppl
 tail_mean`` (atts), ``--judge-thresholds 7`` (the judge strategy).  ``--report-only``
 grades and writes without running.  BENCHMARKS.md section 7 lists the full set.  Repeats reuse
-``--seed``, so they repeat the same work (timing noise); accuracy columns show each repeat's
-value only where they differ.  ``--section`` names the BENCHMARKS.md section written.
+``--seed``, but adaptive calibration decides in completion order, so their work and accuracy
+differ too: accuracy columns show each repeat's value where they differ, then the repeats pooled
+(each question's mean over them) with the interval over questions, and the difference from
+target-only pools each side's repeats.  Slices of one dataset (``gsm8k:20 gsm8k:20@20``) get
+a table more with their questions merged.  ``--section`` names the BENCHMARKS.md section written.
 """
 
 from __future__ import annotations
@@ -39,13 +43,47 @@ from atts.conformal.scores import SCORES
 from atts.runner.run_folder import RunFolder
 
 BASELINE = "target_only"
+# The sweep's defaults are the run defaults, so `make bench` measures the ATTS a user gets.
+RUN_DEFAULT = RunConfig()
+DEFAULT_MODE = "regenerate" if RUN_DEFAULT.discard_level == RUN_DEFAULT.alpha else "continue"
 RSS_LOG = "rss_samples.log"
 
 
 @dataclass(frozen=True)
-class Job:
+class Slice:
+    """A dataset spec ``NAME[:LIMIT][@OFFSET]``: LIMIT problems (default 6) after the first
+    OFFSET (default 0), so a later command can add questions 20-39 beside a run of 0-19."""
+
     dataset: str
     limit: int
+    offset: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> Slice:
+        head, _, offset = spec.partition("@")
+        name, _, limit = head.partition(":")
+        try:
+            return cls(name, int(limit or 6), int(offset or 0))
+        except ValueError:
+            raise SystemExit(f"bench: dataset spec {spec!r} is not NAME[:LIMIT][@OFFSET] "
+                             "(for example gsm8k:20@20)") from None
+
+    @property
+    def group(self) -> str:
+        """The folder of this slice's runs: ``gsm8k-20q-n4``, ``gsm8k-20q-from20-n4``."""
+        return f"{self.dataset}-{self.limit}q" + (f"-from{self.offset}" if self.offset else "")
+
+    @property
+    def title(self) -> str:
+        if not self.offset:
+            return f"{self.dataset}, {self.limit} problems"
+        return (f"{self.dataset}, {self.limit} problems (numbers {self.offset}-"
+                f"{self.offset + self.limit - 1})")
+
+
+@dataclass(frozen=True)
+class Job:
+    slice: Slice
     strategy: str
     alpha: float
     calibration: str
@@ -68,12 +106,13 @@ class Job:
         return self.strategy
 
     def folder(self, root: Path, samples: int) -> Path:
-        return root / f"{self.dataset}-{self.limit}q-n{samples}" / self.label / f"rep{self.repeat}"
+        return root / f"{self.slice.group}-n{samples}" / self.label / f"rep{self.repeat}"
 
     def config(self, args: argparse.Namespace) -> RunConfig:
         needed = min_bank_size(self.alpha) + 1
         values: dict[str, Any] = {
-            "dataset": self.dataset, "limit": self.limit, "samples": args.samples,
+            "dataset": self.slice.dataset, "limit": self.slice.limit,
+            "offset": self.slice.offset, "samples": args.samples,
             "strategy": self.strategy, "seed": args.seed, "cores": args.cores,
         }
         if self.strategy == "atts":
@@ -95,22 +134,22 @@ class Job:
 def jobs(args: argparse.Namespace) -> list[Job]:
     out = []
     for spec in args.datasets:
-        name, _, limit = spec.partition(":")
+        part = Slice.parse(spec)
         for repeat in range(args.repeats):
             for strategy in args.strategies:
                 if strategy == "atts":
-                    out += [Job(name, int(limit or 6), "atts", a, c, m, repeat, strata, score)
+                    out += [Job(part, "atts", a, c, m, repeat, strata, score)
                             for a in args.alphas for c in args.calibrations for m in args.modes
                             for strata in args.strata for score in args.scores
                             if strata == "none" or c in ("marginal", "adaptive")]
                 elif strategy == "judge":
-                    out += [Job(name, int(limit or 6), "judge", 0.25, "question", "regenerate",
+                    out += [Job(part, "judge", 0.25, "question", "regenerate",
                                 repeat, threshold=t) for t in args.judge_thresholds]
                 elif strategy == "sync":
-                    out += [Job(name, int(limit or 6), "sync", a, "question", "continue", repeat)
+                    out += [Job(part, "sync", a, "question", "continue", repeat)
                             for a in args.alphas]
                 else:
-                    out.append(Job(name, int(limit or 6), strategy, 0.25, "question",
+                    out.append(Job(part, strategy, 0.25, "question",
                                    "continue", repeat))
     return out
 
@@ -210,8 +249,7 @@ def peak_rss(root: Path, entries: list[Done]) -> str:
 class Done:
     """A complete run folder found under the root: its group, label, repeat and summary."""
 
-    dataset: str
-    limit: int
+    slice: Slice
     label: str
     repeat: int
     folder: Path
@@ -233,8 +271,8 @@ def finished_runs(args: argparse.Namespace) -> list[Done]:
     out = []
     with Grader() as grader:
         for spec in args.datasets:
-            name, _, limit = spec.partition(":")
-            group = args.root / f"{name}-{int(limit or 6)}q-n{args.samples}"
+            part = Slice.parse(spec)
+            group = args.root / f"{part.group}-n{args.samples}"
             for folder in sorted(group.glob("*/rep*")):
                 run = RunFolder(folder)
                 if not run.manifest_path.exists():
@@ -246,7 +284,7 @@ def finished_runs(args: argparse.Namespace) -> list[Done]:
                 rows = run.rows()
                 span = (min(r["started_at"] for r in rows), max(r["finished_at"] for r in rows))
                 cpu = manifest.get("machine", {}).get("cpu", "not recorded")
-                out.append(Done(name, int(limit or 6), folder.parent.name,
+                out.append(Done(part, folder.parent.name,
                                 int(folder.name[3:]), folder,
                                 summarize_run(load_run(folder, grader)), span, cpu,
                                 budget_of(manifest), bool(manifest.get("compute")),
@@ -267,19 +305,53 @@ def budget_of(manifest: dict[str, Any]) -> str:
     return f"budget of {plan['cores']} cores, batched engines ({', '.join(shares)})"
 
 
-def accuracy_difference(run: dict[str, Any], base: dict[str, Any], key: str) -> str:
-    """``run - base`` of a per-question accuracy with its paired 95% bootstrap interval."""
+def per_question(summaries: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Each question's ``key`` (pass@1 or maj@N) averaged over the runs that answered it: the
+    repeats of one setting pool into one estimate per question, and disjoint slices of a
+    dataset merge into one set of questions."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for summary in summaries:
+        column = "pass@1" if key == "pass@1" else f"maj@{summary['n']}"
+        for question, row in summary.get("per_question", {}).items():
+            if column in row:
+                values[question].append(row[column])
+    return {q: statistics.fmean(v) for q, v in values.items()}
+
+
+def pooled_accuracy(summaries: list[dict[str, Any]], key: str) -> str:
+    """The per-question mean over every run given, with its bootstrap interval over questions
+    (atts.report.intervals: the question is the unit resampled, repeats are not)."""
+    from atts.report.intervals import bootstrap_mean
+
+    values = per_question(summaries, key)
+    return bootstrap_mean(list(values.values())).text() if values else "-"
+
+
+def accuracy_difference(runs: list[dict[str, Any]], bases: list[dict[str, Any]],
+                        key: str) -> str:
+    """``runs - bases`` of a per-question accuracy, each side pooled over its repeats, with its
+    paired 95% bootstrap interval (the questions resampled once for both sides)."""
     from atts.report.intervals import paired_difference
 
-    n = run["n"]
-    column = "pass@1" if key == "pass@1" else f"maj@{n}"
-    mine = {q: v[column] for q, v in run.get("per_question", {}).items()}
-    theirs = {q: v[column] for q, v in base.get("per_question", {}).items()
-              if column in v}
+    mine, theirs = per_question(runs, key), per_question(bases, key)
     diff = paired_difference(mine, theirs)
     if diff is None or set(mine) != set(theirs):
         return "other questions"
     return f"{diff.estimate:+.3f} [{diff.low:+.2f}, {diff.high:+.2f}]"
+
+
+def pooled_rejection(summaries: list[dict[str, Any]]) -> str:
+    """Rejected / judged steps summed over the runs, with its Clopper-Pearson interval."""
+    from atts.report.metrics import clopper_pearson
+
+    counts = [s["rejection"]["overall"] for s in summaries if s["rejection"]["overall"]]
+    if not counts:
+        return "-"
+    rejections, steps = sum(c["rejections"] for c in counts), sum(c["steps"] for c in counts)
+    low, high = clopper_pearson(rejections, steps)
+    alpha = summaries[0]["alpha"]
+    return (f"{rejections / steps:.2f} ({low:.2f}-{high:.2f})"
+            + (f" vs {alpha:g}" if alpha is not None else ""))
 
 
 def cpus_of(entries: list[Done]) -> str:
@@ -316,12 +388,9 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
     walls = [e.summary["wall_seconds"] for e in entries]
     ratios = [base[e.repeat]["wall_seconds"] / e.summary["wall_seconds"]
               for e in entries if e.repeat in base and e.summary["wall_seconds"] > 0]
-    first = entries[0].summary
+    summaries = [e.summary for e in entries]
+    first = summaries[0]
     n = first["n"]
-    rej = first["rejection"]["overall"]
-    rej_text = "-" if rej is None else (
-        f"{rej['rate']:.2f} ({rej['low']:.2f}-{rej['high']:.2f})"
-        + (f" vs {first['alpha']:g}" if first["alpha"] is not None else ""))
     tok = first["tokens"]
     # Batched engines overlap their samples' calls, so summed call seconds are not per-token
     # costs: no bound from a run's own rates then (BENCHMARKS.md section 0 gives it from the
@@ -348,28 +417,66 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
         values = [f"{e.summary[key]:.3f}" for e in entries]
         return values[0] if len(set(values)) == 1 else " / ".join(values)
 
-    ci = first.get("pass@1_ci95")
-    ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-    maj_ci = first.get(f"maj@{n}_ci95")
-    maj_ci_text = f" [{maj_ci[0]:.2f}, {maj_ci[1]:.2f}]" if maj_ci else ""
-    diff = (accuracy_difference(first, base[entries[0].repeat], "pass@1")
-            if entries[0].repeat in base and label != BASELINE else "-")
+    def accuracy(key: str) -> str:
+        """Each repeat's value where they differ, then the repeats pooled with the interval."""
+        pooled = pooled_accuracy(summaries, key)
+        values = each(key)
+        return pooled if len(entries) == 1 or " / " not in values else f"{values}; {pooled}"
+
+    diff = (accuracy_difference(summaries, list(base.values()), "pass@1")
+            if base and label != BASELINE else "-")
     used = [e.cores_used for e in entries if e.cores_used is not None]
-    return (f"| {label} | {len(entries)} | {each('pass@1')}{ci_text} "
-            f"| {each(f'maj@{n}')}{maj_ci_text} "
+    return (f"| {label} | {len(entries)} | {accuracy('pass@1')} | {accuracy(f'maj@{n}')} "
             f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
             f"| {_fmt(_median(ratios), '.2f', 'x')} | {diff} "
             f"| {' / '.join(f'{u:.2f}' for u in used) or '-'} "
-            f"| {rej_text} | {tok['draft_decode']:,} / "
+            f"| {pooled_rejection(summaries)} | {tok['draft_decode']:,} / "
             f"{tok['target_score']:,} / {tok['target_decode']:,} | {per_token} | {bound_text} "
             f"| {eff_text} | {loads_of(root, entries)} | {peak_rss(root, entries)} |")
 
 
+def merged_slices(groups: dict[Slice, dict[str, list[Done]]], samples: int) -> list[str]:
+    """One table per dataset run in several slices: the settings run in every slice, their
+    questions merged (each slice's target-only is the baseline of its own questions, measured
+    on the same machine in the same command family); wall time sums each slice's median."""
+    lines: list[str] = []
+    datasets = sorted({part.dataset for part in groups})
+    for dataset in datasets:
+        parts = sorted((p for p in groups if p.dataset == dataset), key=lambda p: p.offset)
+        if len(parts) < 2 or any(BASELINE not in groups[p] for p in parts):
+            continue
+        labels = set.intersection(*(set(groups[p]) for p in parts))
+        questions = sum(p.limit for p in parts)
+        base = [e.summary for p in parts for e in groups[p][BASELINE]]
+        base_wall = sum(statistics.median(e.summary["wall_seconds"] for e in groups[p][BASELINE])
+                        for p in parts)
+        lines += [f"### {dataset}, slices merged: {questions} problems "
+                  f"({', '.join(p.group for p in parts)}) x N = {samples}", "",
+                  "| run | runs | pass@1 [95% CI] | maj@N [95% CI] | wall s (sum of slice medians) "
+                  "| speedup vs target_only | pass@1 minus target_only [95% CI] "
+                  "| rejected (95% CI) vs alpha |",
+                  "|---|---|---|---|---|---|---|---|"]
+        order = sorted(labels, key=lambda x: (x != "atts" and not x.startswith("atts"),
+                                              x == BASELINE, x))
+        for label in order:
+            summaries = [e.summary for p in parts for e in groups[p][label]]
+            wall = sum(statistics.median(e.summary["wall_seconds"] for e in groups[p][label])
+                       for p in parts)
+            n = summaries[0]["n"]
+            diff = accuracy_difference(summaries, base, "pass@1") if label != BASELINE else "-"
+            lines.append(
+                f"| {label} | {len(summaries)} | {pooled_accuracy(summaries, 'pass@1')} "
+                f"| {pooled_accuracy(summaries, f'maj@{n}')} | {wall:.0f} "
+                f"| {base_wall / wall:.2f}x | {diff} | {pooled_rejection(summaries)} |")
+        lines.append("")
+    return lines
+
+
 def report(args: argparse.Namespace, todo: list[Job]) -> str:
     done = finished_runs(args)
-    groups: dict[tuple[str, int], dict[str, list[Done]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[Slice, dict[str, list[Done]]] = defaultdict(lambda: defaultdict(list))
     for entry in done:
-        groups[(entry.dataset, entry.limit)][entry.label].append(entry)
+        groups[entry.slice][entry.label].append(entry)
     budgets = sorted({e.budget for e in done})
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}; engine llama_cpp, draft qwen2.5-coder-0.5b, "
@@ -381,16 +488,18 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
                 if len(budgets) > 1 else " (every strategy on the same cores)") + ".",
              "pass@1 carries its 95% bootstrap interval over questions; the difference from "
              "target-only is paired by question (its interval resamples the questions once "
-             "for both runs); with few questions both intervals are rough.", ""]
-    have = {(e.dataset, e.limit, e.label, e.repeat) for e in done}
-    missing = [j for j in todo if (j.dataset, j.limit, j.label, j.repeat) not in have]
-    for (dataset, limit), labels in groups.items():
+             "for both runs); repeats are pooled per question, the question stays the unit "
+             "resampled; with few questions both intervals are rough.", ""]
+    have = {(e.slice, e.label, e.repeat) for e in done}
+    missing = [j for j in todo if (j.slice, j.label, j.repeat) not in have]
+    for part, labels in groups.items():
         base = {e.repeat: e.summary for e in labels.get(BASELINE, [])}
-        lines += [f"### {dataset}, {limit} problems x N = {args.samples}", "",
+        lines += [f"### {part.title} x N = {args.samples}", "",
                   "| run | reps | pass@1 [95% CI] | maj@N [95% CI] | wall s (each) "
                   "| wall s (median) | speedup vs target_only | pass@1 minus target_only [95% CI] "
                   "| cores used | rejected (95% CI) vs alpha | draft decode / "
-                  "target score / target decode tokens | engine ms per token dd / ts / td "
+                  "target score / target decode tokens (first rep) "
+                  "| engine ms per token dd / ts / td "
                   "(each rep) | bound (overlap / serial) | efficiency | mean load "
                   "| peak RSS GB |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -399,27 +508,30 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
         lines += [_row(label, sorted(labels[label], key=lambda e: e.repeat), base, args.root)
                   for label in order]
         lines.append("")
+    lines += merged_slices(groups, args.samples)
     if missing:
         lines.append(f"Not run yet ({len(missing)} runs): " + ", ".join(
-            f"{j.dataset}-{j.limit}q/{j.label}/rep{j.repeat}" for j in missing) + ".")
+            f"{j.slice.group}/{j.label}/rep{j.repeat}" for j in missing) + ".")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["gsm8k:6"], metavar="NAME:LIMIT")
+    parser.add_argument("--datasets", nargs="+", default=["gsm8k:6"],
+                        metavar="NAME[:LIMIT][@OFFSET]")
     parser.add_argument("--strategies", nargs="+", default=["atts", "target_only"],
                         choices=["atts", "target_only", "draft_only", "sync", "judge"])
     parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--alphas", nargs="+", type=float, default=[0.25])
-    parser.add_argument("--calibrations", nargs="+", default=["question"],
+    parser.add_argument("--alphas", nargs="+", type=float, default=[RUN_DEFAULT.alpha])
+    parser.add_argument("--calibrations", nargs="+", default=[RUN_DEFAULT.calibration],
                         choices=["question", "marginal", "adaptive"])
-    parser.add_argument("--modes", nargs="+", default=["continue"],
+    parser.add_argument("--modes", nargs="+", default=[DEFAULT_MODE],
                         choices=["continue", "regenerate"])
-    parser.add_argument("--strata", nargs="+", default=["none"], choices=["none", "round"],
+    parser.add_argument("--strata", nargs="+", default=[RUN_DEFAULT.bank_strata],
+                        choices=["none", "round"],
                         help="round: one bank per round index (with --calibrations marginal or "
                         "adaptive)")
-    parser.add_argument("--scores", nargs="+", default=["ppl"], choices=list(SCORES),
+    parser.add_argument("--scores", nargs="+", default=[RUN_DEFAULT.score], choices=list(SCORES),
                         help="atts: the nonconformity scores to sweep")
     parser.add_argument("--judge-thresholds", nargs="+", type=int, default=[7],
                         help="judge: the ratings at or above which a draft step is kept")
