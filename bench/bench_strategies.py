@@ -14,7 +14,10 @@ efficiency (measured speedup / bound).
 Every sweep defaults to the run defaults (RunConfig), so ``atts`` alone is the ATTS a user
 gets.  Sweeps: ``--alphas 0.1 0.25 0.4``, ``--calibrations question marginal``, ``--modes continue
 regenerate``, ``--strata none round`` (round: marginal or adaptive calibration), ``--scores ppl
-tail_mean`` (atts), ``--judge-thresholds 7`` (the judge strategy).  ``--report-only``
+tail_mean`` (atts), ``--judge-thresholds 7`` (the judge strategy), ``--max-active 8 16``
+(every strategy: samples in flight, so each side can be measured at its best batch; the
+speedup column is against target-only at the default, the ``target_only-mN`` rows say what
+target-only gains).  ``--report-only``
 grades and writes without running.  BENCHMARKS.md section 7 lists the full set.  Repeats reuse
 ``--seed``, but adaptive calibration decides in completion order, so their work and accuracy
 differ too: accuracy columns show each repeat's value where they differ, then the repeats pooled
@@ -92,9 +95,18 @@ class Job:
     strata: str = "none"  # round: one bank per round index (marginal or adaptive)
     score: str = "ppl"  # atts: the nonconformity score (atts.conformal.scores)
     threshold: int = 7  # judge: the rating at or above which a draft step is kept
+    # Samples in flight (RunConfig.max_active_samples): each engine batches this many at most.
+    max_active: int = RUN_DEFAULT.max_active_samples
 
     @property
     def label(self) -> str:
+        # Folders of the default in-flight count keep their names from before the sweep.
+        active = ("" if self.max_active == RUN_DEFAULT.max_active_samples
+                  else f"-m{self.max_active}")
+        return self._setting + active
+
+    @property
+    def _setting(self) -> str:
         if self.strategy == "atts":
             strata = "" if self.strata == "none" else f"-{self.strata}"
             score = "" if self.score == "ppl" else f"-{self.score}"
@@ -114,6 +126,7 @@ class Job:
             "dataset": self.slice.dataset, "limit": self.slice.limit,
             "offset": self.slice.offset, "samples": args.samples,
             "strategy": self.strategy, "seed": args.seed, "cores": args.cores,
+            "max_active_samples": self.max_active,
         }
         if self.strategy == "atts":
             values.update(
@@ -137,21 +150,26 @@ def jobs(args: argparse.Namespace) -> list[Job]:
         part = Slice.parse(spec)
         for repeat in range(args.repeats):
             for strategy in args.strategies:
-                if strategy == "atts":
-                    out += [Job(part, "atts", a, c, m, repeat, strata, score)
-                            for a in args.alphas for c in args.calibrations for m in args.modes
-                            for strata in args.strata for score in args.scores
-                            if strata == "none" or c in ("marginal", "adaptive")]
-                elif strategy == "judge":
-                    out += [Job(part, "judge", 0.25, "question", "regenerate",
-                                repeat, threshold=t) for t in args.judge_thresholds]
-                elif strategy == "sync":
-                    out += [Job(part, "sync", a, "question", "continue", repeat)
-                            for a in args.alphas]
-                else:
-                    out.append(Job(part, strategy, 0.25, "question",
-                                   "continue", repeat))
+                for active in args.max_active:
+                    out += _jobs_of(strategy, part, repeat, active, args)
     return out
+
+
+def _jobs_of(strategy: str, part: Slice, repeat: int, active: int,
+             args: argparse.Namespace) -> list[Job]:
+    """One strategy's sweep points at one in-flight count."""
+    if strategy == "atts":
+        return [Job(part, "atts", a, c, m, repeat, strata, score, max_active=active)
+                for a in args.alphas for c in args.calibrations for m in args.modes
+                for strata in args.strata for score in args.scores
+                if strata == "none" or c in ("marginal", "adaptive")]
+    if strategy == "judge":
+        return [Job(part, "judge", 0.25, "question", "regenerate", repeat, threshold=t,
+                    max_active=active) for t in args.judge_thresholds]
+    if strategy == "sync":
+        return [Job(part, "sync", a, "question", "continue", repeat, max_active=active)
+                for a in args.alphas]
+    return [Job(part, strategy, 0.25, "question", "continue", repeat, max_active=active)]
 
 
 def complete(folder: Path, config: RunConfig) -> bool:
@@ -535,6 +553,10 @@ def main() -> None:
                         help="atts: the nonconformity scores to sweep")
     parser.add_argument("--judge-thresholds", nargs="+", type=int, default=[7],
                         help="judge: the ratings at or above which a draft step is kept")
+    parser.add_argument("--max-active", nargs="+", type=int,
+                        default=[RUN_DEFAULT.max_active_samples], metavar="N",
+                        help="samples in flight, swept for every strategy (each engine batches "
+                        "at most this many; labels gain -mN off the default)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cores", type=int, default=None,

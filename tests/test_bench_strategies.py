@@ -1,0 +1,88 @@
+"""bench/bench_strategies.py: the sweep it plans (folders, labels, run settings) and the
+accuracy it reports (repeats pooled per question, the paired difference, the pooled rejection
+rate).  Nothing here runs a model; the figures are hand-computed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "bench_strategies.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_strategies", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(bench, **over) -> argparse.Namespace:
+    values = dict(datasets=["gsm8k:20@20"], strategies=["target_only", "atts"], samples=4,
+                  alphas=[0.25], calibrations=["adaptive"], modes=["regenerate"],
+                  strata=["round"], scores=["tail_mean"], judge_thresholds=[7], repeats=1,
+                  seed=0, cores=None, max_active=[bench.RUN_DEFAULT.max_active_samples])
+    values.update(over)
+    return argparse.Namespace(**values)
+
+
+def test_a_slice_names_its_questions(bench):
+    part = bench.Slice.parse("gsm8k:20@20")
+    assert (part.dataset, part.limit, part.offset) == ("gsm8k", 20, 20)
+    assert part.group == "gsm8k-20q-from20"
+    assert bench.Slice.parse("gsm8k:20").group == "gsm8k-20q"
+
+
+def test_the_default_in_flight_count_keeps_the_folder_names_of_earlier_runs(bench):
+    labels = [job.label for job in bench.jobs(_args(bench))]
+    assert labels == ["target_only", "atts-a0.25-adaptive-round-tail_mean-regenerate"]
+
+
+def test_max_active_is_swept_for_every_strategy_and_reaches_the_run_settings(bench):
+    args = _args(bench, max_active=[8, 16])
+    todo = bench.jobs(args)
+    assert [job.label for job in todo] == [
+        "target_only", "target_only-m16",
+        "atts-a0.25-adaptive-round-tail_mean-regenerate",
+        "atts-a0.25-adaptive-round-tail_mean-regenerate-m16"]
+    configs = [job.config(args) for job in todo]
+    assert [c.max_active_samples for c in configs] == [8, 16, 8, 16]
+    assert all((c.limit, c.offset) == (20, 20) for c in configs)
+    folder = todo[1].folder(Path("runs"), 4)
+    assert folder == Path("runs/gsm8k-20q-from20-n4/target_only-m16/rep0")
+
+
+def _summary(per_question: dict[str, float], rejections: int = 0, steps: int = 0) -> dict:
+    return {"n": 4, "alpha": 0.25,
+            "per_question": {q: {"pass@1": v, "maj@4": round(v)}
+                             for q, v in per_question.items()},
+            "rejection": {"overall": {"rejections": rejections, "steps": steps}
+                          if steps else None}}
+
+
+def test_repeats_pool_per_question(bench):
+    first = _summary({"a": 0.25, "b": 1.0})
+    second = _summary({"a": 0.75, "b": 0.5})
+    assert bench.per_question([first, second], "pass@1") == {"a": 0.5, "b": 0.75}
+    assert bench.pooled_accuracy([first, second], "pass@1").startswith("0.625 [")
+
+
+def test_the_difference_pairs_the_pooled_questions(bench):
+    runs = [_summary({"a": 0.25, "b": 1.0}), _summary({"a": 0.75, "b": 0.5})]
+    base = [_summary({"a": 1.0, "b": 0.5})]
+    # Pooled run: a 0.5, b 0.75; differences -0.5 and +0.25, mean -0.125.
+    assert bench.accuracy_difference(runs, base, "pass@1").startswith("-0.125 [-0.50, +0.25]")
+    other = [_summary({"a": 1.0, "c": 0.5})]
+    assert bench.accuracy_difference(runs, other, "pass@1") == "other questions"
+
+
+def test_the_rejection_rate_sums_the_repeats_counts(bench):
+    pooled = bench.pooled_rejection([_summary({"a": 1.0}, 10, 40), _summary({"a": 1.0}, 30, 40)])
+    assert pooled.startswith("0.50 (") and pooled.endswith(" vs 0.25")
+    assert bench.pooled_rejection([_summary({"a": 1.0})]) == "-"
