@@ -5,23 +5,14 @@ GPU (``measure`` there); nothing here times anything."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "bench_gpu_roofline.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu_roofline", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+def bench(bench_script):
+    return bench_script("bench_gpu_roofline")
 
 
 def test_every_built_shape_has_its_presets_parameter_count(bench):

@@ -5,22 +5,14 @@ rate).  Nothing here runs a model; the figures are hand-computed."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "bench_strategies.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_strategies", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+def bench(bench_script):
+    return bench_script("bench_strategies")
 
 
 def _args(bench, **over) -> argparse.Namespace:
