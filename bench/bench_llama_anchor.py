@@ -43,7 +43,7 @@ from atts.engines._sampling import token_logprobs
 from atts.engines.base import ChatMessage, SamplingParams
 from atts.engines.llama_cpp import LlamaCppEngine
 from atts.models.store import resolve_model
-from atts.runner.session import cpu_model
+from atts.runner.machine import cpu_model
 
 TEXT = (
     "We prove the claim by induction on n. For the base case n = 1 both sides equal one. "

@@ -180,6 +180,7 @@ def test_a_cancelled_generation_frees_its_sequence_and_the_others_finish() -> No
 
 @pytest.mark.usefixtures("tiny_model")
 def test_a_run_records_its_budget_and_how_it_was_spent(tmp_path: Any) -> None:
+    from atts.runner.machine import boot_id
     from atts.runner.run_folder import RunFolder
     from atts.runner.session import run_job
 
@@ -196,3 +197,10 @@ def test_a_run_records_its_budget_and_how_it_was_spent(tmp_path: Any) -> None:
     assert session["cpu_seconds"] > 0
     assert session["cores_used"] == pytest.approx(session["cpu_seconds"]
                                                   / session["wall_seconds"])
+    # Each session names the boot it ran on; a resume appends its own entry.
+    (first,) = manifest["sessions"]
+    assert first["boot_id"] == boot_id() and first["written"] == 2
+    assert first["started_at"] <= first["finished_at"]
+    run_job(config, tmp_path / "run", show_progress=False)
+    again = RunFolder(tmp_path / "run").read_manifest()["sessions"]
+    assert [s["written"] for s in again] == [2, 0]

@@ -24,10 +24,11 @@ from atts.conformal.scores import score_label, score_rule
 from atts.data import Problem, load_dataset
 from atts.engines import create_engine
 from atts.engines.base import Engine, EngineInfo
-from atts.engines.compute import ComputePool, machine_cores
+from atts.engines.compute import ComputePool
 from atts.pipeline import prompt
 from atts.pipeline.sample import SampleSpec, SampleState, derive_seed
 from atts.pipeline.strategies import draft_and_score
+from atts.runner.machine import machine_block, session_record
 from atts.runner.run_folder import RunFolder
 from atts.runner.runner import RunOutcome, execute
 
@@ -124,22 +125,10 @@ def manifest(config: RunConfig, draft: Engine, target: Engine,
         "questions": question_hashes(problems),
         "command": " ".join(sys.argv),
         "created_at": time.time(),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                    "cpu": cpu_model(), "cores": machine_cores()},
+        "machine": machine_block(),
         # The budget every strategy spends, and how the engines spent it (engines/compute.py).
         "compute": config.compute_plan().to_dict() if config.engine == "llama_cpp" else None,
     }
-
-
-def cpu_model() -> str:
-    """The processor's model name (Linux: /proc/cpuinfo), so timings name their hardware."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_job(
@@ -179,11 +168,14 @@ async def _run_job(
             check_bank_values(bank, config.score, config.calibration_file)
         with folder.locked():
             folder.prepare(manifest(config, draft, target, problems), overwrite=overwrite)
+            started_at = time.time()
             outcome = await execute(
                 config, problems, draft, target, folder,
                 bank_scores=bank, retry_failed=retry_failed, show_progress=show_progress,
             )
-            folder.update_manifest(last_session=asdict(outcome))
+            sessions = folder.read_manifest().get("sessions") or []
+            folder.update_manifest(last_session=asdict(outcome), sessions=[
+                *sessions, session_record(started_at, outcome.wall_seconds, outcome.written)])
         return outcome
     finally:
         if engines is None:
