@@ -5,7 +5,9 @@ Runs every (dataset, strategy, sweep point, repeat) into its own run folder unde
 while the load average is above ``--max-load`` (other jobs share the cores) and logging the
 load meanwhile; then grades every finished run under the datasets' folders and writes
 ``bench/results/strategies.md`` and its BENCHMARKS.md section: accuracy, wall time (median of
-repeats), speedup over target-only (median of ratios within a repeat), rejection rate against
+repeats), speedup over target-only (median of ratios, each run against a target-only run of the
+same machine boot, the nearest in time; runs that did not record their boot pair by repeat
+index and are marked, runs of other boots get no ratio), rejection rate against
 alpha, tokens by kind, and the bound of ``atts.perf.roofline`` with the orchestration
 efficiency (measured speedup / bound).
 
@@ -43,6 +45,7 @@ from typing import Any
 from atts.config import RunConfig
 from atts.conformal import min_bank_size
 from atts.conformal.scores import SCORES
+from atts.runner.machine import boots, one_boot
 from atts.runner.run_folder import RunFolder
 
 BASELINE = "target_only"
@@ -277,6 +280,7 @@ class Done:
     budget: str  # the compute budget its manifest names ("1 thread per engine" before it)
     batched: bool  # run with a compute plan: batched engines, overlapping call seconds
     cores_used: float | None  # (user + sys CPU) / wall of its last session, when recorded
+    boots: frozenset[str] | None  # the boots its sessions ran on (None: not recorded)
 
 
 def finished_runs(args: argparse.Namespace) -> list[Done]:
@@ -306,7 +310,8 @@ def finished_runs(args: argparse.Namespace) -> list[Done]:
                                 int(folder.name[3:]), folder,
                                 summarize_run(load_run(folder, grader)), span, cpu,
                                 budget_of(manifest), bool(manifest.get("compute")),
-                                manifest.get("last_session", {}).get("cores_used")))
+                                manifest.get("last_session", {}).get("cores_used"),
+                                boots(manifest)))
     return out
 
 
@@ -389,6 +394,36 @@ def _fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+# What a speedup cell says when its two wall times may not be divided, or are divided unchecked.
+OTHER_BOOT = "other session"
+UNRECORDED = "\u2020"
+SPEED_NOTES = {
+    UNRECORDED: f"{UNRECORDED} The run or its target-only baseline did not record its boot "
+                "(runs before 2026-12-03): the two may have run on two machines or on two days, "
+                "whose speeds differ by up to about 20% here; the ratio pairs repeat k with "
+                "target-only's repeat k (or, without one, the nearest in time).",
+    OTHER_BOOT: f"*{OTHER_BOOT}*: no target-only run shares the run's machine boot, so no "
+                "ratio is given (run target-only again beside it: `--strategies target_only "
+                "--repeats R+1`).",
+}
+
+
+def speed_baseline(entry: Done, bases: list[Done]) -> tuple[Done | None, str]:
+    """The target-only run that ``entry``'s wall time may be divided by, and how sure that is:
+    ``""`` (same boot of the same machine: the nearest such run in time), ``UNRECORDED`` (a
+    boot was not recorded: the run of the same repeat index, as before boots were recorded, or
+    else the nearest in time),
+    or ``OTHER_BOOT`` with no run (every candidate ran on another boot)."""
+    same = [b for b in bases if one_boot(entry.boots, b.boots)]
+    if same:
+        return min(same, key=lambda b: abs(b.span[0] - entry.span[0])), ""
+    unknown = [b for b in bases if one_boot(entry.boots, b.boots) is None]
+    if unknown:
+        return min(unknown, key=lambda b: (b.repeat != entry.repeat,
+                                           abs(b.span[0] - entry.span[0]))), UNRECORDED
+    return None, OTHER_BOOT
+
+
 def _bound(run: dict[str, Any], base: dict[str, Any]) -> tuple[float, float] | None:
     """Overlapped and serial bounds of ``run`` over the target-only ``base`` (same repeat)."""
     from atts.perf.roofline import TokenCosts, TokenTotals, token_bound
@@ -401,11 +436,24 @@ def _bound(run: dict[str, Any], base: dict[str, Any]) -> tuple[float, float] | N
             token_bound(costs, mine, theirs, overlap=False))
 
 
-def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
-         root: Path) -> str:
+def _speed_cell(ratios: list[float], marks: set[str]) -> str:
+    """The median ratio with its mark, or why there is none."""
+    if not ratios:
+        return OTHER_BOOT if OTHER_BOOT in marks else "-"
+    return _fmt(_median(ratios), ".2f", "x") + (UNRECORDED if UNRECORDED in marks else "")
+
+
+def _row(label: str, entries: list[Done], bases: list[Done], root: Path,
+         marks: set[str]) -> str:
+    """One table row; ``marks`` collects the speed notes its cells use."""
     walls = [e.summary["wall_seconds"] for e in entries]
-    ratios = [base[e.repeat]["wall_seconds"] / e.summary["wall_seconds"]
-              for e in entries if e.repeat in base and e.summary["wall_seconds"] > 0]
+    paired = ([(e, *speed_baseline(e, bases)) for e in entries]
+              if bases and label != BASELINE else [])
+    ratios = [b.summary["wall_seconds"] / e.summary["wall_seconds"]
+              for e, b, _ in paired if b is not None and e.summary["wall_seconds"] > 0]
+    row_marks = {mark for _, _, mark in paired if mark}
+    marks |= row_marks
+    base = [b.summary for b in bases]
     summaries = [e.summary for e in entries]
     first = summaries[0]
     n = first["n"]
@@ -413,9 +461,8 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
     # Batched engines overlap their samples' calls, so summed call seconds are not per-token
     # costs: no bound from a run's own rates then (BENCHMARKS.md section 0 gives it from the
     # engine benchmark instead).
-    bounds = [b for e in entries if e.repeat in base and label != BASELINE
-              and not e.batched
-              for b in [_bound(e.summary, base[e.repeat])] if b is not None]
+    bounds = [b for e, other, _ in paired if other is not None and not e.batched
+              for b in [_bound(e.summary, other.summary)] if b is not None]
     bound_text, eff_text = "-", "-"
     if bounds:
         overlap = statistics.median(b[0] for b in bounds)
@@ -441,22 +488,43 @@ def _row(label: str, entries: list[Done], base: dict[int, dict[str, Any]],
         values = each(key)
         return pooled if len(entries) == 1 or " / " not in values else f"{values}; {pooled}"
 
-    diff = (accuracy_difference(summaries, list(base.values()), "pass@1")
+    diff = (accuracy_difference(summaries, base, "pass@1")
             if base and label != BASELINE else "-")
     used = [e.cores_used for e in entries if e.cores_used is not None]
     return (f"| {label} | {len(entries)} | {accuracy('pass@1')} | {accuracy(f'maj@{n}')} "
             f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
-            f"| {_fmt(_median(ratios), '.2f', 'x')} | {diff} "
+            f"| {_speed_cell(ratios, row_marks)} | {diff} "
             f"| {' / '.join(f'{u:.2f}' for u in used) or '-'} "
             f"| {pooled_rejection(summaries)} | {tok['draft_decode']:,} / "
             f"{tok['target_score']:,} / {tok['target_decode']:,} | {per_token} | {bound_text} "
             f"| {eff_text} | {loads_of(root, entries)} | {peak_rss(root, entries)} |")
 
 
-def merged_slices(groups: dict[Slice, dict[str, list[Done]]], samples: int) -> list[str]:
+def _merged_speed(groups: dict[Slice, dict[str, list[Done]]], parts: list[Slice], label: str,
+                  marks: set[str]) -> str:
+    """Summed slice medians of the target-only runs paired with ``label``'s runs (by boot, as
+    in the per-slice rows) over the summed slice medians of ``label``'s own."""
+    if label == BASELINE:
+        return "1.00x"
+    mine = theirs = 0.0
+    used: set[str] = set()
+    for part in parts:
+        pairs = [(e, *speed_baseline(e, groups[part][BASELINE])) for e in groups[part][label]]
+        used |= {mark for _, _, mark in pairs if mark}
+        if any(b is None for _, b, _ in pairs):
+            marks.add(OTHER_BOOT)
+            return OTHER_BOOT
+        mine += statistics.median(e.summary["wall_seconds"] for e, _, _ in pairs)
+        theirs += statistics.median(b.summary["wall_seconds"] for _, b, _ in pairs if b)
+    marks |= used
+    return f"{theirs / mine:.2f}x" + (UNRECORDED if UNRECORDED in used else "")
+
+
+def merged_slices(groups: dict[Slice, dict[str, list[Done]]], samples: int,
+                  marks: set[str]) -> list[str]:
     """One table per dataset run in several slices: the settings run in every slice, their
-    questions merged (each slice's target-only is the baseline of its own questions, measured
-    on the same machine in the same command family); wall time sums each slice's median."""
+    questions merged (each slice's target-only is the baseline of its own questions); wall
+    time sums each slice's median, and the speedup pairs runs by boot (``speed_baseline``)."""
     lines: list[str] = []
     datasets = sorted({part.dataset for part in groups})
     for dataset in datasets:
@@ -466,8 +534,6 @@ def merged_slices(groups: dict[Slice, dict[str, list[Done]]], samples: int) -> l
         labels = set.intersection(*(set(groups[p]) for p in parts))
         questions = sum(p.limit for p in parts)
         base = [e.summary for p in parts for e in groups[p][BASELINE]]
-        base_wall = sum(statistics.median(e.summary["wall_seconds"] for e in groups[p][BASELINE])
-                        for p in parts)
         lines += [f"### {dataset}, slices merged: {questions} problems "
                   f"({', '.join(p.group for p in parts)}) x N = {samples}", "",
                   "| run | runs | pass@1 [95% CI] | maj@N [95% CI] | wall s (sum of slice medians) "
@@ -485,7 +551,8 @@ def merged_slices(groups: dict[Slice, dict[str, list[Done]]], samples: int) -> l
             lines.append(
                 f"| {label} | {len(summaries)} | {pooled_accuracy(summaries, 'pass@1')} "
                 f"| {pooled_accuracy(summaries, f'maj@{n}')} | {wall:.0f} "
-                f"| {base_wall / wall:.2f}x | {diff} | {pooled_rejection(summaries)} |")
+                f"| {_merged_speed(groups, parts, label, marks)} | {diff} "
+                f"| {pooled_rejection(summaries)} |")
         lines.append("")
     return lines
 
@@ -508,10 +575,11 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
              "target-only is paired by question (its interval resamples the questions once "
              "for both runs); repeats are pooled per question, the question stays the unit "
              "resampled; with few questions both intervals are rough.", ""]
+    marks: set[str] = set()
     have = {(e.slice, e.label, e.repeat) for e in done}
     missing = [j for j in todo if (j.slice, j.label, j.repeat) not in have]
     for part, labels in groups.items():
-        base = {e.repeat: e.summary for e in labels.get(BASELINE, [])}
+        bases = labels.get(BASELINE, [])
         lines += [f"### {part.title} x N = {args.samples}", "",
                   "| run | reps | pass@1 [95% CI] | maj@N [95% CI] | wall s (each) "
                   "| wall s (median) | speedup vs target_only | pass@1 minus target_only [95% CI] "
@@ -523,10 +591,14 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         order = sorted(labels, key=lambda x: (x != "atts" and not x.startswith("atts"),
                                               x == BASELINE, x))
-        lines += [_row(label, sorted(labels[label], key=lambda e: e.repeat), base, args.root)
+        lines += [_row(label, sorted(labels[label], key=lambda e: e.repeat), bases, args.root,
+                       marks)
                   for label in order]
         lines.append("")
-    lines += merged_slices(groups, args.samples)
+    lines += merged_slices(groups, args.samples, marks)
+    lines += [SPEED_NOTES[mark] for mark in (UNRECORDED, OTHER_BOOT) if mark in marks]
+    if marks:
+        lines.append("")
     if missing:
         lines.append(f"Not run yet ({len(missing)} runs): " + ", ".join(
             f"{j.slice.group}/{j.label}/rep{j.repeat}" for j in missing) + ".")

@@ -78,3 +78,34 @@ def test_the_rejection_rate_sums_the_repeats_counts(bench):
     pooled = bench.pooled_rejection([_summary({"a": 1.0}, 10, 40), _summary({"a": 1.0}, 30, 40)])
     assert pooled.startswith("0.50 (") and pooled.endswith(" vs 0.25")
     assert bench.pooled_rejection([_summary({"a": 1.0})]) == "-"
+
+
+def _done(bench, label: str, repeat: int, start: float, boots: frozenset[str] | None,
+          wall: float) -> object:
+    return bench.Done(bench.Slice.parse("gsm8k:20"), label, repeat, Path("x"),
+                      {"wall_seconds": wall}, (start, start + wall), "cpu", "budget", True,
+                      None, boots)
+
+
+def test_a_speedup_divides_only_wall_times_of_one_boot(bench):
+    one, two = frozenset({"boot-1"}), frozenset({"boot-2"})
+    old = _done(bench, "target_only", 0, 0.0, None, 1000.0)
+    early = _done(bench, "target_only", 1, 10.0, one, 900.0)
+    late = _done(bench, "target_only", 2, 5000.0, one, 950.0)
+    run = _done(bench, "atts", 0, 4000.0, one, 2000.0)
+    # The nearest target-only run of the same boot, whatever its repeat index.
+    assert bench.speed_baseline(run, [old, early, late]) == (late, "")
+    # A run of another boot gets no ratio, not the legacy run's.
+    elsewhere = _done(bench, "atts", 0, 4000.0, two, 2000.0)
+    assert bench.speed_baseline(elsewhere, [early, late]) == (None, bench.OTHER_BOOT)
+    # Unrecorded boots pair by repeat index, as before boots were recorded, and are marked.
+    legacy = _done(bench, "atts", 0, 3000.0, None, 2000.0)
+    assert bench.speed_baseline(legacy, [early, old]) == (old, bench.UNRECORDED)
+    assert bench.speed_baseline(elsewhere, [old]) == (old, bench.UNRECORDED)
+
+
+def test_the_speed_cell_says_why_it_has_no_ratio(bench):
+    assert bench._speed_cell([0.5, 0.7], set()) == "0.60x"
+    assert bench._speed_cell([0.5], {bench.UNRECORDED}) == "0.50x\u2020"
+    assert bench._speed_cell([], {bench.OTHER_BOOT}) == bench.OTHER_BOOT
+    assert bench._speed_cell([], set()) == "-"

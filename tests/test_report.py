@@ -64,9 +64,10 @@ def sample_row(qid: str, index: int, answer: str | None, strategy: str,
 
 
 def make_run(path: Path, *, strategy: str = "atts", session_wall: float = 12.0,
-             skipped: int = 0) -> Path:
+             skipped: int = 0, boot: str | None = "boot-a") -> Path:
     """2 questions x 4 samples.  Question 0 runs 1000-1005 s, question 1 1001-1010 s: latencies
-    5 s and 9 s, rows span 10 s; the session reports ``session_wall`` seconds."""
+    5 s and 9 s, rows span 10 s; the session reports ``session_wall`` seconds and ran on
+    ``boot`` (None: a run from before boots were recorded)."""
     path.mkdir(parents=True)
     rows = []
     for q, (qid, answers) in enumerate(ANSWERS.items()):
@@ -79,6 +80,9 @@ def make_run(path: Path, *, strategy: str = "atts", session_wall: float = 12.0,
     manifest = {"config": config, "last_session": {
         "total": 8, "skipped": skipped, "written": 8 - skipped, "errors": 1,
         "wall_seconds": session_wall}}
+    if boot is not None:
+        manifest["sessions"] = [{"boot_id": boot, "wall_seconds": session_wall,
+                                 "written": 8 - skipped}]
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 
@@ -270,6 +274,33 @@ def test_a_baseline_on_other_questions_gets_a_warning_not_a_speedup(tmp_path, ca
     text = (tmp_path / "r" / "report.md").read_text()
     assert "Speedup over base (target_only): **not given**" in text
     assert "answered other questions (1 in common" in text
+
+
+def test_a_baseline_of_another_boot_gets_no_speedup(tmp_path, capsys) -> None:
+    """Wall times of two machines (or two boots of one) are not a speedup."""
+    run = make_run(tmp_path / "run")
+    base = make_run(tmp_path / "base", strategy="target_only", session_wall=30.0,
+                    boot="boot-b")
+    assert main(["report", str(run), "--baseline", str(base), "--out", str(tmp_path / "r"),
+                 "--no-plots"]) == 0
+    assert "speedup     none: base (target_only) ran on another boot" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    entry = summary["baselines"][0]
+    assert entry["same_boot"] is False and entry["speedup"] is None
+    assert entry["pass@1_difference"] is not None  # accuracy still compares
+    assert any("ran on another boot" in note for note in summary["notes"])
+    assert "Speedup over base (target_only): **not given**" in (
+        tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_baseline_without_a_recorded_boot_gets_its_speedup_with_a_warning(tmp_path) -> None:
+    run = make_run(tmp_path / "run")
+    base = make_run(tmp_path / "base", strategy="target_only", session_wall=30.0, boot=None)
+    files = write_report(run, [base], tmp_path / "r", plots=False)
+    entry = files.summary["baselines"][0]
+    assert entry["same_boot"] is None and entry["speedup"] == pytest.approx(2.5)
+    assert any("did not record the boot" in note for note in files.summary["notes"])
+    assert "**2.5x** (boots not recorded: see the notes)" in files.markdown.read_text()
 
 
 def test_a_comparable_baseline_gives_the_speedup_beside_the_accuracy_difference(report) -> None:

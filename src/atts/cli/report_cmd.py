@@ -37,6 +37,9 @@ def handle(args: argparse.Namespace) -> int:
         if not entry.get("comparable", True):
             print(f"{'speedup':<12}none: {entry['label']} answered other questions or drew "
                   "another N (see report.md)")
+        elif entry.get("same_boot") is False:
+            print(f"{'speedup':<12}none: {entry['label']} ran on another boot of a machine "
+                  "(see report.md); run the two in one session")
         elif entry["speedup"] is not None:
             diff = entry.get("pass@1_difference")
             at = ("" if diff is None else f" at pass@1 {diff['estimate']:+.3f} "

@@ -20,6 +20,7 @@ from atts.report.intervals import paired_difference
 from atts.report.markdown import render_markdown
 from atts.report.metrics import speedup
 from atts.report.summary import summarize_run
+from atts.runner.machine import same_boot
 
 REPORT = "report.md"
 SUMMARY = "summary.json"
@@ -57,7 +58,8 @@ def write_report(run_dir: str | Path, baselines: Sequence[str | Path] = (),
     summary = dict(summaries[0])
     summary["baselines"] = [
         compare(summary, other, comparable=set(run.questions) == set(runs[0].questions)
-                and other["n"] == summary["n"])
+                and other["n"] == summary["n"],
+                same_machine=same_boot(runs[0].manifest, run.manifest))
         for run, other in zip(runs[1:], summaries[1:], strict=True)
     ]
     summary["notes"] = comparison_notes(list(zip(runs, summaries, strict=True)))
@@ -75,19 +77,22 @@ def write_report(run_dir: str | Path, baselines: Sequence[str | Path] = (),
 
 
 def compare(run: Mapping[str, Any], baseline: Mapping[str, Any], *,
-            comparable: bool = True) -> dict[str, Any]:
+            comparable: bool = True, same_machine: bool | None = None) -> dict[str, Any]:
     """A baseline's entry in summary.json: its accuracy, cost and wall time; the run's
-    ``speedup`` over it (baseline wall / run wall; None when a wall time is zero or when the
+    ``speedup`` over it (baseline wall / run wall; None when a wall time is zero, when the
     baseline answered other questions or another N: then ``comparable`` is false and the notes
-    say why); ``pass@1_difference`` (run - baseline, paired by question, with its 95%
-    bootstrap interval); and ``token_ratio`` (baseline tokens / run tokens)."""
+    say why, or when it ran on another boot: ``same_boot`` false, atts.runner.machine; None
+    there means a boot was not recorded, and the notes say so); ``pass@1_difference`` (run -
+    baseline, paired by question, with its 95% bootstrap interval); and ``token_ratio``
+    (baseline tokens / run tokens)."""
     n = baseline["n"]
     entry = {key: baseline[key] for key in BASELINE_KEYS}
     entry[f"maj@{n}"] = baseline[f"maj@{n}"]
     entry[f"pass@{n}"] = baseline[f"pass@{n}"]
     entry["comparable"] = comparable
+    entry["same_boot"] = same_machine
     entry["speedup"] = (speedup(run["wall_seconds"], baseline["wall_seconds"])
-                        if comparable and run["wall_seconds"] > 0
+                        if comparable and same_machine is not False and run["wall_seconds"] > 0
                         and baseline["wall_seconds"] > 0 else None)
     diff = paired_difference(
         {q: v["pass@1"] for q, v in run.get("per_question", {}).items()},
@@ -119,4 +124,12 @@ def comparison_notes(runs: Sequence[tuple[GradedRun, Mapping[str, Any]]]) -> lis
         if other["n"] != run["n"]:
             notes.append(f"{label} drew N = {other['n']} samples per question, this run "
                          f"N = {run['n']}.")
+        machine = same_boot(first.manifest, graded.manifest)
+        if machine is False:
+            notes.append(f"{label} ran on another boot of a machine than this run (the "
+                         "manifests' sessions): its wall time belongs to other hardware or "
+                         "another day, so no speedup is given; run the two in one session.")
+        elif machine is None:
+            notes.append(f"{label} or this run did not record the boot it ran on (runs before "
+                         "2026-12-03): the speedup may divide two machines' wall times.")
     return notes

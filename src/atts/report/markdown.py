@@ -72,10 +72,16 @@ def _speedups(summary: Mapping[str, Any]) -> list[str]:
                          "questions or drew another N (see the notes), so its wall time is "
                          "not this work's.")
             continue
+        if b.get("same_boot") is False:
+            lines.append(f"- Speedup over {b['label']}: **not given**: it ran on another boot "
+                         "of a machine (see the notes), so its wall time is not this "
+                         "hardware's.")
+            continue
         if b.get("speedup") is None:
             lines.append(f"- Speedup over {b['label']}: not defined (a wall time is zero).")
             continue
-        line = (f"- Speedup over {b['label']}: **{b['speedup']:.3g}x** (its wall "
+        unchecked = " (boots not recorded: see the notes)" if b.get("same_boot") is None else ""
+        line = (f"- Speedup over {b['label']}: **{b['speedup']:.3g}x**{unchecked} (its wall "
                 f"{seconds_text(b['wall_seconds'])} s / this run's "
                 f"{seconds_text(summary['wall_seconds'])} s)")
         diff = b.get("pass@1_difference")

@@ -63,7 +63,11 @@ def boots(manifest: Mapping[str, Any]) -> frozenset[str] | None:
 def same_boot(run: Mapping[str, Any], other: Mapping[str, Any]) -> bool | None:
     """Whether two runs (their manifests) ran every session on one boot of one machine: True,
     False, or None when either did not record it (so nobody can tell)."""
-    mine, theirs = boots(run), boots(other)
+    return one_boot(boots(run), boots(other))
+
+
+def one_boot(mine: frozenset[str] | None, theirs: frozenset[str] | None) -> bool | None:
+    """``same_boot`` on the runs' ``boots``."""
     if mine is None or theirs is None:
         return None
     return len(mine) == 1 and mine == theirs
