@@ -281,6 +281,7 @@ class Done:
     batched: bool  # run with a compute plan: batched engines, overlapping call seconds
     cores_used: float | None  # (user + sys CPU) / wall of its last session, when recorded
     boots: frozenset[str] | None  # the boots its sessions ran on (None: not recorded)
+    calls: dict[str, dict[str, Any]]  # its last session's engine_calls, by role ({}: none)
 
 
 def finished_runs(args: argparse.Namespace) -> list[Done]:
@@ -311,7 +312,8 @@ def finished_runs(args: argparse.Namespace) -> list[Done]:
                                 summarize_run(load_run(folder, grader)), span, cpu,
                                 budget_of(manifest), bool(manifest.get("compute")),
                                 manifest.get("last_session", {}).get("cores_used"),
-                                boots(manifest)))
+                                boots(manifest),
+                                manifest.get("last_session", {}).get("engine_calls") or {}))
     return out
 
 
@@ -436,6 +438,18 @@ def _bound(run: dict[str, Any], base: dict[str, Any]) -> tuple[float, float] | N
             token_bound(costs, mine, theirs, overlap=False))
 
 
+def engine_use(entries: list[Done]) -> str:
+    """Per repeat, each engine's busy share of the wall and its mean decode batch (draft /
+    target), from the manifest's ``last_session.engine_calls`` ("-" before it was recorded)."""
+    def part(calls: dict[str, dict[str, Any]], key: str, spec: str) -> str:
+        return " / ".join(f"{calls[r][key]:{spec}}" if r in calls and calls[r][key] is not None
+                          else "-" for r in ("draft", "target"))
+
+    cells = [f"{part(e.calls, 'busy_share', '.2f')}; {part(e.calls, 'mean_decode_batch', '.1f')}"
+             for e in entries if e.calls]
+    return ", ".join(cells) or "-"
+
+
 def _speed_cell(ratios: list[float], marks: set[str]) -> str:
     """The median ratio with its mark, or why there is none."""
     if not ratios:
@@ -497,7 +511,8 @@ def _row(label: str, entries: list[Done], bases: list[Done], root: Path,
             f"| {' / '.join(f'{u:.2f}' for u in used) or '-'} "
             f"| {pooled_rejection(summaries)} | {tok['draft_decode']:,} / "
             f"{tok['target_score']:,} / {tok['target_decode']:,} | {per_token} | {bound_text} "
-            f"| {eff_text} | {loads_of(root, entries)} | {peak_rss(root, entries)} |")
+            f"| {eff_text} | {engine_use(entries)} | {loads_of(root, entries)} "
+            f"| {peak_rss(root, entries)} |")
 
 
 def _merged_speed(groups: dict[Slice, dict[str, list[Done]]], parts: list[Slice], label: str,
@@ -586,9 +601,9 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
                   "| cores used | rejected (95% CI) vs alpha | draft decode / "
                   "target score / target decode tokens (first rep) "
                   "| engine ms per token dd / ts / td "
-                  "(each rep) | bound (overlap / serial) | efficiency | mean load "
-                  "| peak RSS GB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "(each rep) | bound (overlap / serial) | efficiency "
+                  "| engines busy d / t; mean decode batch d / t | mean load | peak RSS GB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         order = sorted(labels, key=lambda x: (x != "atts" and not x.startswith("atts"),
                                               x == BASELINE, x))
         lines += [_row(label, sorted(labels[label], key=lambda e: e.repeat), bases, args.root,

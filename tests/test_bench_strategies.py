@@ -84,7 +84,7 @@ def _done(bench, label: str, repeat: int, start: float, boots: frozenset[str] | 
           wall: float) -> object:
     return bench.Done(bench.Slice.parse("gsm8k:20"), label, repeat, Path("x"),
                       {"wall_seconds": wall}, (start, start + wall), "cpu", "budget", True,
-                      None, boots)
+                      None, boots, {})
 
 
 def test_a_speedup_divides_only_wall_times_of_one_boot(bench):
@@ -109,3 +109,12 @@ def test_the_speed_cell_says_why_it_has_no_ratio(bench):
     assert bench._speed_cell([0.5], {bench.UNRECORDED}) == "0.50x\u2020"
     assert bench._speed_cell([], {bench.OTHER_BOOT}) == bench.OTHER_BOOT
     assert bench._speed_cell([], set()) == "-"
+
+
+def test_engine_use_shows_busy_shares_and_batches_per_repeat(bench):
+    legacy = _done(bench, "atts", 0, 0.0, None, 10.0)
+    assert bench.engine_use([legacy]) == "-"
+    calls = {"draft": {"busy_share": 0.5, "mean_decode_batch": 5.25},
+             "target": {"busy_share": 0.375, "mean_decode_batch": None}}
+    recorded = bench.Done(**{**legacy.__dict__, "calls": calls})
+    assert bench.engine_use([recorded]) == "0.50 / 0.38; 5.2 / -"

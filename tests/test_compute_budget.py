@@ -197,6 +197,13 @@ def test_a_run_records_its_budget_and_how_it_was_spent(tmp_path: Any) -> None:
     assert session["cpu_seconds"] > 0
     assert session["cores_used"] == pytest.approx(session["cpu_seconds"]
                                                   / session["wall_seconds"])
+    # The engines' calls: the target prefilled each prompt and decoded both samples together.
+    calls = session["engine_calls"]
+    assert set(calls) <= {"draft", "target", "shared"} and calls
+    used = calls.get("target") or calls["shared"]
+    assert used["prefill_calls"] >= 1 and used["decode_calls"] >= 1
+    assert 1.0 <= used["mean_decode_batch"] <= 2.0
+    assert 0.0 < used["busy_share"] <= 1.0
     # Each session names the boot it ran on; a resume appends its own entry.
     (first,) = manifest["sessions"]
     assert first["boot_id"] == boot_id() and first["written"] == 2

@@ -53,6 +53,7 @@ from atts.engines.base import (
     StepScore,
     TokenSink,
 )
+from atts.engines.call_stats import CallKind, CallStats
 from atts.engines.compute import ComputePool
 
 STOP = object()  # put on the queue by close()
@@ -114,6 +115,7 @@ class DecodeLoop:
         self._waiting: list[Request] = []
         self._decoding: list[Decoding] = []
         self.peak_batch = 0  # the most sequences one decode call has carried
+        self.calls = CallStats()  # written by the loop thread only, read whole by others
         self._lock = threading.Lock()  # orders submit() against the loop's end
         self._dead: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="atts-llama", daemon=True)
@@ -223,21 +225,26 @@ class DecodeLoop:
 
     # -- llama.cpp calls -------------------------------------------------------------------------
 
-    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+    def _decode(self, items: list[tuple[int, int, int, bool]], kind: CallKind) -> None:
         """One ``llama_decode`` of (token, position, seq_id, wants_logits) rows, on the cores
-        the budget has free."""
+        the budget has free; counted in ``calls``."""
         batch = self._batch.batch
         batch.n_tokens = len(items)
         for i, (token, pos, seq, logits) in enumerate(items):
             batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = (token, pos, 1,
                                                                                  logits)
             batch.seq_id[i][0] = seq
+        asked = time.perf_counter()
         if self._compute is None:
+            threads, started = self._max_threads, asked
             code = self._lib.llama_decode(self._ctx.ctx, batch)
         else:
             with self._compute.hold_up_to(self._max_threads) as threads:
+                started = time.perf_counter()
                 self._ctx.set_n_threads(threads, threads)
                 code = self._lib.llama_decode(self._ctx.ctx, batch)
+        done = time.perf_counter()
+        self.calls = self.calls.plus(kind, len(items), done - started, started - asked, threads)
         if code != 0:
             raise EngineError(f"llama_decode failed with code {code}")
 
@@ -275,7 +282,7 @@ class DecodeLoop:
             chunk = ids[lo:min(end, lo + self._n_batch)]
             final = lo + len(chunk) == end
             self._decode([(t, lo + i, slot.seq, last_logits and final and i == len(chunk) - 1)
-                          for i, t in enumerate(chunk)])
+                          for i, t in enumerate(chunk)], "prefill")
             slot.tokens.extend(chunk)
 
     # -- requests ----------------------------------------------------------------------------
@@ -293,7 +300,7 @@ class DecodeLoop:
         # x_<j) = log_softmax(z_{j-1})[x_j]); the last step token itself needs no row.
         for lo in range(n_prefix - 1, len(full) - 1, self._score_chunk):
             hi = min(len(full) - 1, lo + self._score_chunk)
-            self._decode([(full[j], j, slot.seq, True) for j in range(lo, hi)])
+            self._decode([(full[j], j, slot.seq, True) for j in range(lo, hi)], "prefill")
             slot.tokens.extend(full[lo:hi])
             logprobs.extend(token_logprobs(self._rows(hi - lo), full[lo + 1:hi + 1]).tolist())
         _settle(request.future, StepScore(tuple(logprobs), cached_tokens=cached,
@@ -332,7 +339,8 @@ class DecodeLoop:
         if not live:
             return
         self.peak_batch = max(self.peak_batch, len(live))
-        self._decode([(d.out[-1], len(d.slot.tokens), d.slot.seq, True) for d in live])
+        self._decode([(d.out[-1], len(d.slot.tokens), d.slot.seq, True) for d in live],
+                     "decode")
         rows = [self._row(i) for i in range(len(live))]
         still = []
         for item, row in zip(live, rows, strict=True):

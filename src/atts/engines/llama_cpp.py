@@ -34,6 +34,7 @@ from atts.engines.base import (
     StepScore,
     TokenSink,
 )
+from atts.engines.call_stats import CallStats
 from atts.engines.chat_template import render_chat_template
 from atts.engines.compute import ComputePool
 from atts.models.registry import lookup
@@ -219,6 +220,11 @@ class LlamaCppEngine:
     def peak_batch(self) -> int:
         """The most sequences one decode call carried (how much batching a run got)."""
         return self._loop.peak_batch
+
+    @property
+    def call_stats(self) -> CallStats:
+        """Every ``llama_decode`` call so far: batch sizes, seconds computing and waiting."""
+        return self._loop.calls
 
     def _checked(self, ids: Sequence[int], label: str) -> list[int]:
         out = [int(t) for t in ids]

@@ -17,13 +17,14 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from atts.config import RunConfig
 from atts.data import Problem
 from atts.engines.base import Engine
+from atts.engines.call_stats import CallStats
 from atts.pipeline.calibration import Calibrator, ScoredDraft
 from atts.pipeline.executor import (
     TokenizerMismatchError as TokenizerMismatchError,  # raised for the runner's callers
@@ -56,6 +57,9 @@ class RunOutcome:
     draft_peak_in_flight: int
     target_peak_in_flight: int
     retries: int
+    # How each in-process engine spent its calls this session (atts.engines.call_stats):
+    # role ("draft", "target", or "shared" when one engine plays both) -> CallStats.to_dict.
+    engine_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def sample_specs(config: RunConfig, problems: Sequence[Problem]) -> list[SampleSpec]:
@@ -118,6 +122,7 @@ async def execute(
     clock samples time their steps with (the simulator's virtual one, atts.perf.replay);
     ``calibrator_factory``: builds the run's calibrator from ``Calibrator``'s arguments."""
     started, cpu_clock = clock(), time.process_time()
+    calls_before = engine_calls(draft, target)
     specs = sample_specs(config, problems)
     rows = folder.rows()
     done = {
@@ -205,7 +210,21 @@ async def execute(
         draft_peak_in_flight=guarded_draft.peak_in_flight,
         target_peak_in_flight=guarded_target.peak_in_flight,
         retries=guarded_draft.retries + guarded_target.retries,
+        engine_calls={role: stats.since(calls_before[role]).to_dict(wall)
+                      for role, stats in engine_calls(draft, target).items()},
     )
+
+
+def engine_calls(draft: Engine, target: Engine) -> dict[str, CallStats]:
+    """Each engine's call totals so far, by role; engines that compute elsewhere (a server)
+    or keep no totals (the fakes) are left out."""
+    roles = {"shared": draft} if draft is target else {"draft": draft, "target": target}
+    out = {}
+    for role, engine in roles.items():
+        stats = getattr(engine, "call_stats", None)  # an optional part of the Engine protocol
+        if isinstance(stats, CallStats):
+            out[role] = stats
+    return out
 
 
 def _calibrator(config: RunConfig, draft_and_score_first: Callable[[str, int], Any],

@@ -1,0 +1,67 @@
+"""How an in-process engine spent its compute over a session: calls, batch sizes, seconds.
+
+ATTS's wall time on shared cores is the sum of what each engine's calls cost and of what they
+wait for: the two engines draw on one pool of cores (``compute.py``), and each batched decode
+call reads all of a model's weights whatever the batch, so a call that carries 2 sequences
+costs nearly what one carrying 8 does.  Token counts cannot show that (BENCHMARKS.md section
+0.4: counted at batched rates the default should take 0.84x of target-only's time, and it
+takes 0.40x); these counts can.  The decode loop adds one entry per ``llama_decode`` call; the
+runner records each engine's counts for the session in the manifest (``last_session.
+engine_calls``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+CallKind = Literal["decode", "prefill"]
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """Totals over an engine's calls.  ``decode``: one new token for each sequence decoding
+    (rows = sequences); ``prefill``: a prompt or a scored step evaluated (rows = tokens)."""
+
+    decode_calls: int = 0
+    decode_rows: int = 0
+    decode_seconds: float = 0.0
+    prefill_calls: int = 0
+    prefill_rows: int = 0
+    prefill_seconds: float = 0.0
+    wait_seconds: float = 0.0  # waiting for a free core of the run's pool
+    thread_seconds: float = 0.0  # threads held x seconds computing
+
+    def plus(self, kind: CallKind, rows: int, seconds: float, wait: float,
+             threads: int) -> CallStats:
+        """These totals and one more call."""
+        if kind == "decode":
+            return _with(self, decode_calls=self.decode_calls + 1,
+                         decode_rows=self.decode_rows + rows,
+                         decode_seconds=self.decode_seconds + seconds,
+                         wait_seconds=self.wait_seconds + wait,
+                         thread_seconds=self.thread_seconds + threads * seconds)
+        return _with(self, prefill_calls=self.prefill_calls + 1,
+                     prefill_rows=self.prefill_rows + rows,
+                     prefill_seconds=self.prefill_seconds + seconds,
+                     wait_seconds=self.wait_seconds + wait,
+                     thread_seconds=self.thread_seconds + threads * seconds)
+
+    def since(self, earlier: CallStats) -> CallStats:
+        """The calls made after ``earlier`` was taken (one session of a longer-lived engine)."""
+        return CallStats(**{f.name: getattr(self, f.name) - getattr(earlier, f.name)
+                            for f in fields(self)})
+
+    def to_dict(self, wall_seconds: float) -> dict[str, Any]:
+        """The totals with what they mean over a session of ``wall_seconds``: the mean batch
+        of a decode call and the share of the wall the engine spent computing."""
+        out: dict[str, Any] = asdict(self)
+        out["mean_decode_batch"] = (self.decode_rows / self.decode_calls
+                                    if self.decode_calls else None)
+        busy = self.decode_seconds + self.prefill_seconds
+        out["busy_share"] = busy / wall_seconds if wall_seconds > 0 else None
+        return out
+
+
+def _with(stats: CallStats, **changes: Any) -> CallStats:
+    return CallStats(**{**asdict(stats), **changes})
