@@ -331,12 +331,13 @@ def budget_of(manifest: dict[str, Any]) -> str:
 
 
 def per_question(summaries: list[dict[str, Any]], key: str) -> dict[str, float]:
-    """Each question's ``key`` (pass@1 or maj@N) averaged over the runs that answered it: the
-    repeats of one setting pool into one estimate per question, and disjoint slices of a
-    dataset merge into one set of questions."""
+    """Each question's ``key`` (pass@1, maj@N or pass@N) averaged over the runs that answered
+    it: the repeats of one setting pool into one estimate per question, and disjoint slices of
+    a dataset merge into one set of questions."""
     values: dict[str, list[float]] = defaultdict(list)
     for summary in summaries:
-        column = "pass@1" if key == "pass@1" else f"maj@{summary['n']}"
+        # maj@N and pass@N name the run's own N (the repeats of one setting share it).
+        column = key if key == "pass@1" else f"{key.split('@')[0]}@{summary['n']}"
         for question, row in summary.get("per_question", {}).items():
             if column in row:
                 values[question].append(row[column])
@@ -506,6 +507,7 @@ def _row(label: str, entries: list[Done], bases: list[Done], root: Path,
             if base and label != BASELINE else "-")
     used = [e.cores_used for e in entries if e.cores_used is not None]
     return (f"| {label} | {len(entries)} | {accuracy('pass@1')} | {accuracy(f'maj@{n}')} "
+            f"| {accuracy(f'pass@{n}')} "
             f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
             f"| {_speed_cell(ratios, row_marks)} | {diff} "
             f"| {' / '.join(f'{u:.2f}' for u in used) or '-'} "
@@ -551,10 +553,11 @@ def merged_slices(groups: dict[Slice, dict[str, list[Done]]], samples: int,
         base = [e.summary for p in parts for e in groups[p][BASELINE]]
         lines += [f"### {dataset}, slices merged: {questions} problems "
                   f"({', '.join(p.group for p in parts)}) x N = {samples}", "",
-                  "| run | runs | pass@1 [95% CI] | maj@N [95% CI] | wall s (sum of slice medians) "
-                  "| speedup vs target_only | pass@1 minus target_only [95% CI] "
+                  "| run | runs | pass@1 [95% CI] | maj@N [95% CI] | pass@N [95% CI] "
+                  "| wall s (sum of slice medians) | speedup vs target_only "
+                  "| pass@1 minus target_only [95% CI] | pass@N minus target_only [95% CI] "
                   "| rejected (95% CI) vs alpha |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         order = sorted(labels, key=lambda x: (x != "atts" and not x.startswith("atts"),
                                               x == BASELINE, x))
         for label in order:
@@ -562,11 +565,15 @@ def merged_slices(groups: dict[Slice, dict[str, list[Done]]], samples: int,
             wall = sum(statistics.median(e.summary["wall_seconds"] for e in groups[p][label])
                        for p in parts)
             n = summaries[0]["n"]
-            diff = accuracy_difference(summaries, base, "pass@1") if label != BASELINE else "-"
+            diff, any_diff = (
+                (accuracy_difference(summaries, base, "pass@1"),
+                 accuracy_difference(summaries, base, f"pass@{n}"))
+                if label != BASELINE else ("-", "-"))
             lines.append(
                 f"| {label} | {len(summaries)} | {pooled_accuracy(summaries, 'pass@1')} "
-                f"| {pooled_accuracy(summaries, f'maj@{n}')} | {wall:.0f} "
-                f"| {_merged_speed(groups, parts, label, marks)} | {diff} "
+                f"| {pooled_accuracy(summaries, f'maj@{n}')} "
+                f"| {pooled_accuracy(summaries, f'pass@{n}')} | {wall:.0f} "
+                f"| {_merged_speed(groups, parts, label, marks)} | {diff} | {any_diff} "
                 f"| {pooled_rejection(summaries)} |")
         lines.append("")
     return lines
@@ -596,14 +603,15 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
     for part, labels in groups.items():
         bases = labels.get(BASELINE, [])
         lines += [f"### {part.title} x N = {args.samples}", "",
-                  "| run | reps | pass@1 [95% CI] | maj@N [95% CI] | wall s (each) "
+                  "| run | reps | pass@1 [95% CI] | maj@N [95% CI] | pass@N [95% CI] "
+                  "| wall s (each) "
                   "| wall s (median) | speedup vs target_only | pass@1 minus target_only [95% CI] "
                   "| cores used | rejected (95% CI) vs alpha | draft decode / "
                   "target score / target decode tokens (first rep) "
                   "| engine ms per token dd / ts / td "
                   "(each rep) | bound (overlap / serial) | efficiency "
                   "| engines busy d / t; mean decode batch d / t | mean load | peak RSS GB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         order = sorted(labels, key=lambda x: (x != "atts" and not x.startswith("atts"),
                                               x == BASELINE, x))
         lines += [_row(label, sorted(labels[label], key=lambda e: e.repeat), bases, args.root,

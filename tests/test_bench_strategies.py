@@ -118,3 +118,16 @@ def test_engine_use_shows_busy_shares_and_batches_per_repeat(bench):
              "target": {"busy_share": 0.375, "mean_decode_batch": None}}
     recorded = bench.Done(**{**legacy.__dict__, "calls": calls})
     assert bench.engine_use([recorded]) == "0.50 / 0.38; 5.2 / -"
+
+
+def test_pass_at_n_pools_and_pairs_like_pass_at_1(bench):
+    def with_any(values: dict[str, float]) -> dict:
+        summary = _summary({q: 0.5 for q in values})
+        for q, v in values.items():
+            summary["per_question"][q]["pass@4"] = v
+        return summary
+
+    runs = [with_any({"a": 1.0, "b": 0.0}), with_any({"a": 1.0, "b": 1.0})]
+    assert bench.per_question(runs, "pass@4") == {"a": 1.0, "b": 0.5}
+    base = [with_any({"a": 1.0, "b": 1.0})]
+    assert bench.accuracy_difference(runs, base, "pass@4").startswith("-0.250 [")

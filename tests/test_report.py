@@ -100,6 +100,9 @@ def test_summary_json_holds_the_hand_computed_metrics_and_the_run_identity(repor
     assert summary["pass@1"] == pytest.approx((2 / 4 + 1 / 4) / 2)
     assert summary["maj@4"] == pytest.approx(0.5)
     assert summary["pass@4"] == pytest.approx(1.0)
+    # Per question, for paired differences: gold 18 and 3 (2 of 4 right, majority 18; 1 of 4).
+    assert summary["per_question"] == {"gsm8k/0": {"pass@1": 0.5, "maj@4": 1.0, "pass@4": 1.0},
+                                       "gsm8k/1": {"pass@1": 0.25, "maj@4": 0.0, "pass@4": 1.0}}
     assert summary["rejection_rate"] == pytest.approx(4 / 14)
     per_round = summary["rejection"]["per_round"]
     assert (per_round["0"]["rejections"], per_round["0"]["steps"]) == (1, 7)

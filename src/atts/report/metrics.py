@@ -74,10 +74,11 @@ class Accuracy:
     errors: int  # samples with status "error"
     no_answer: int  # samples without an answer (errors included)
     # 95% percentile-bootstrap intervals over questions (report/intervals.py), and each
-    # question's pass@1 and maj@N, from which paired differences between runs are computed.
+    # question's pass@1, maj@N and pass@N, from which paired differences between runs are
+    # computed.
     pass_at_1_ci: tuple[float, float] = (0.0, 0.0)
     maj_at_n_ci: tuple[float, float] = (0.0, 0.0)
-    per_question: dict[str, tuple[float, float]] = field(default_factory=dict)
+    per_question: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items()
@@ -85,8 +86,8 @@ class Accuracy:
         out["pass@1"] = out.pop("pass_at_1")
         out["pass@1_ci95"] = list(out.pop("pass_at_1_ci"))
         out[f"maj@{self.n}_ci95"] = list(self.maj_at_n_ci)
-        out["per_question"] = {q: {"pass@1": p, f"maj@{self.n}": m}
-                               for q, (p, m) in self.per_question.items()}
+        out["per_question"] = {q: {"pass@1": p, f"maj@{self.n}": m, f"pass@{self.n}": a}
+                               for q, (p, m, a) in self.per_question.items()}
         out[f"maj@{self.n}"] = self.maj_at_n
         out[f"pass@{self.n}"] = self.pass_at_n
         out["pass@k"] = {str(k): v for k, v in self.pass_at_k.items()}
@@ -129,7 +130,8 @@ def accuracy(rows: Sequence[Row]) -> Accuracy:
         no_answer=sum(r.get("answer") is None for r in rows),
         pass_at_1_ci=_ci(p1),
         maj_at_n_ci=_ci(maj),
-        per_question={str(q): (a, b) for q, a, b in zip(groups, p1, maj, strict=True)},
+        per_question={str(q): (a, b, c)
+                      for q, a, b, c in zip(groups, p1, maj, pn, strict=True)},
     )
 
 
