@@ -45,7 +45,7 @@ from typing import Any
 from atts.config import RunConfig
 from atts.conformal import min_bank_size
 from atts.conformal.scores import SCORES
-from atts.runner.machine import boots, one_boot
+from atts.runner.machine import UNKNOWN_BOOT, boots, same_boots
 from atts.runner.run_folder import RunFolder
 
 BASELINE = "target_only"
@@ -401,34 +401,51 @@ def _fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
 OTHER_BOOT = "other session"
 UNRECORDED = "\u2020"
 SPEED_NOTES = {
-    UNRECORDED: f"{UNRECORDED} The run or its target-only baseline did not record its boot "
-                "(runs before 2026-12-03): the two may have run on two machines or on two days, "
-                "whose speeds differ by up to about 20% here; the ratio pairs repeat k with "
-                "target-only's repeat k (or, without one, the nearest in time).",
+    UNRECORDED: f"{UNRECORDED} The run or its target-only baseline {UNKNOWN_BOOT}: the two "
+                "may have run on two machines or on two days, whose speeds differ by up to "
+                "about 20% here; the ratio pairs repeat k with target-only's repeat k (or, "
+                "without one, the nearest in time).",
     OTHER_BOOT: f"*{OTHER_BOOT}*: no target-only run shares the run's machine boot, so no "
                 "ratio is given (run target-only again beside it: `--strategies target_only "
-                "--repeats R+1`).",
+                "--repeats R+1`); \"(k of n)\": only k of the n repeats had one, and the "
+                "ratio is theirs.",
 }
+Pair = tuple[Done, Done | None, str]  # a run, the target-only run it divides by, its mark
 
 
 def speed_baseline(entry: Done, bases: list[Done]) -> tuple[Done | None, str]:
     """The target-only run that ``entry``'s wall time may be divided by, and how sure that is:
     ``""`` (same boot of the same machine: the nearest such run in time), ``UNRECORDED`` (a
     boot was not recorded: the run of the same repeat index, as before boots were recorded, or
-    else the nearest in time),
-    or ``OTHER_BOOT`` with no run (every candidate ran on another boot)."""
-    same = [b for b in bases if one_boot(entry.boots, b.boots)]
+    else the nearest in time), or ``OTHER_BOOT`` with no run (every candidate ran on another
+    boot)."""
+    same = [b for b in bases if same_boots(entry.boots, b.boots)]
     if same:
         return min(same, key=lambda b: abs(b.span[0] - entry.span[0])), ""
-    unknown = [b for b in bases if one_boot(entry.boots, b.boots) is None]
+    unknown = [b for b in bases if same_boots(entry.boots, b.boots) is None]
     if unknown:
         return min(unknown, key=lambda b: (b.repeat != entry.repeat,
                                            abs(b.span[0] - entry.span[0]))), UNRECORDED
     return None, OTHER_BOOT
 
 
+def speed_text(ratio: float | None, pairs: list[Pair], marks: set[str]) -> str:
+    """A speedup cell: the ratio of the paired runs with its marks, or why there is none;
+    ``marks`` collects the notes the cell uses."""
+    paired = [p for p in pairs if p[1] is not None]
+    if len(paired) < len(pairs):
+        marks.add(OTHER_BOOT)
+    if ratio is None or not paired:
+        return OTHER_BOOT if pairs else "-"
+    unchecked = any(mark == UNRECORDED for _, _, mark in paired)
+    marks |= {UNRECORDED} if unchecked else set()
+    return (f"{ratio:.2f}x" + (UNRECORDED if unchecked else "")
+            + (f" ({len(paired)} of {len(pairs)})" if len(paired) < len(pairs) else ""))
+
+
 def _bound(run: dict[str, Any], base: dict[str, Any]) -> tuple[float, float] | None:
-    """Overlapped and serial bounds of ``run`` over the target-only ``base`` (same repeat)."""
+    """Overlapped and serial bounds of ``run`` over the target-only ``base`` it is paired
+    with (``speed_baseline``)."""
     from atts.perf.roofline import TokenCosts, TokenTotals, token_bound
 
     costs = TokenCosts.from_summaries(run, base)
@@ -443,6 +460,9 @@ def engine_use(entries: list[Done]) -> str:
     """Per repeat, each engine's busy share of the wall and its mean decode batch (draft /
     target), from the manifest's ``last_session.engine_calls`` ("-" before it was recorded)."""
     def part(calls: dict[str, dict[str, Any]], key: str, spec: str) -> str:
+        if "shared" in calls:  # one engine played both roles
+            value = calls["shared"][key]
+            return "-" if value is None else f"{value:{spec}} (one engine)"
         return " / ".join(f"{calls[r][key]:{spec}}" if r in calls and calls[r][key] is not None
                           else "-" for r in ("draft", "target"))
 
@@ -451,23 +471,15 @@ def engine_use(entries: list[Done]) -> str:
     return ", ".join(cells) or "-"
 
 
-def _speed_cell(ratios: list[float], marks: set[str]) -> str:
-    """The median ratio with its mark, or why there is none."""
-    if not ratios:
-        return OTHER_BOOT if OTHER_BOOT in marks else "-"
-    return _fmt(_median(ratios), ".2f", "x") + (UNRECORDED if UNRECORDED in marks else "")
-
-
 def _row(label: str, entries: list[Done], bases: list[Done], root: Path,
          marks: set[str]) -> str:
     """One table row; ``marks`` collects the speed notes its cells use."""
     walls = [e.summary["wall_seconds"] for e in entries]
-    paired = ([(e, *speed_baseline(e, bases)) for e in entries]
-              if bases and label != BASELINE else [])
+    paired: list[Pair] = ([(e, *speed_baseline(e, bases)) for e in entries]
+                          if bases and label != BASELINE else [])
     ratios = [b.summary["wall_seconds"] / e.summary["wall_seconds"]
               for e, b, _ in paired if b is not None and e.summary["wall_seconds"] > 0]
-    row_marks = {mark for _, _, mark in paired if mark}
-    marks |= row_marks
+    speed = "1.00x" if label == BASELINE else speed_text(_median(ratios), paired, marks)
     base = [b.summary for b in bases]
     summaries = [e.summary for e in entries]
     first = summaries[0]
@@ -509,7 +521,7 @@ def _row(label: str, entries: list[Done], bases: list[Done], root: Path,
     return (f"| {label} | {len(entries)} | {accuracy('pass@1')} | {accuracy(f'maj@{n}')} "
             f"| {accuracy(f'pass@{n}')} "
             f"| {' / '.join(f'{w:.0f}' for w in walls)} | {_fmt(_median(walls), '.0f')} "
-            f"| {_speed_cell(ratios, row_marks)} | {diff} "
+            f"| {speed} | {diff} "
             f"| {' / '.join(f'{u:.2f}' for u in used) or '-'} "
             f"| {pooled_rejection(summaries)} | {tok['draft_decode']:,} / "
             f"{tok['target_score']:,} / {tok['target_decode']:,} | {per_token} | {bound_text} "
@@ -520,21 +532,21 @@ def _row(label: str, entries: list[Done], bases: list[Done], root: Path,
 def _merged_speed(groups: dict[Slice, dict[str, list[Done]]], parts: list[Slice], label: str,
                   marks: set[str]) -> str:
     """Summed slice medians of the target-only runs paired with ``label``'s runs (by boot, as
-    in the per-slice rows) over the summed slice medians of ``label``'s own."""
+    in the per-slice rows) over the summed slice medians of those runs."""
     if label == BASELINE:
         return "1.00x"
     mine = theirs = 0.0
-    used: set[str] = set()
+    pairs: list[Pair] = []
     for part in parts:
-        pairs = [(e, *speed_baseline(e, groups[part][BASELINE])) for e in groups[part][label]]
-        used |= {mark for _, _, mark in pairs if mark}
-        if any(b is None for _, b, _ in pairs):
-            marks.add(OTHER_BOOT)
-            return OTHER_BOOT
-        mine += statistics.median(e.summary["wall_seconds"] for e, _, _ in pairs)
-        theirs += statistics.median(b.summary["wall_seconds"] for _, b, _ in pairs if b)
-    marks |= used
-    return f"{theirs / mine:.2f}x" + (UNRECORDED if UNRECORDED in used else "")
+        here: list[Pair] = [(e, *speed_baseline(e, groups[part][BASELINE]))
+                            for e in groups[part][label]]
+        pairs += here
+        paired = [(e, b) for e, b, _ in here if b is not None]
+        if not paired:
+            return speed_text(None, pairs, marks)
+        mine += statistics.median(e.summary["wall_seconds"] for e, _ in paired)
+        theirs += statistics.median(b.summary["wall_seconds"] for _, b in paired)
+    return speed_text(theirs / mine if mine > 0 else None, pairs, marks)
 
 
 def merged_slices(groups: dict[Slice, dict[str, list[Done]]], samples: int,

@@ -104,11 +104,20 @@ def test_a_speedup_divides_only_wall_times_of_one_boot(bench):
     assert bench.speed_baseline(elsewhere, [old]) == (old, bench.UNRECORDED)
 
 
-def test_the_speed_cell_says_why_it_has_no_ratio(bench):
-    assert bench._speed_cell([0.5, 0.7], set()) == "0.60x"
-    assert bench._speed_cell([0.5], {bench.UNRECORDED}) == "0.50x\u2020"
-    assert bench._speed_cell([], {bench.OTHER_BOOT}) == bench.OTHER_BOOT
-    assert bench._speed_cell([], set()) == "-"
+def test_the_speed_cell_says_why_it_has_no_ratio_or_whose_it_is(bench):
+    one = frozenset({"boot-1"})
+    run = _done(bench, "atts", 0, 0.0, one, 10.0)
+    base = _done(bench, "target_only", 0, 0.0, one, 5.0)
+    marks: set[str] = set()
+    assert bench.speed_text(0.6, [(run, base, "")], marks) == "0.60x" and not marks
+    assert bench.speed_text(0.5, [(run, base, bench.UNRECORDED)], marks) == "0.50x\u2020"
+    assert marks == {bench.UNRECORDED}
+    # Two repeats, one without a baseline of its boot: the ratio is the other's, and says so.
+    marks = set()
+    text = bench.speed_text(0.5, [(run, base, ""), (run, None, bench.OTHER_BOOT)], marks)
+    assert text == "0.50x (1 of 2)" and marks == {bench.OTHER_BOOT}
+    assert bench.speed_text(None, [(run, None, bench.OTHER_BOOT)], set()) == bench.OTHER_BOOT
+    assert bench.speed_text(None, [], set()) == "-"
 
 
 def test_engine_use_shows_busy_shares_and_batches_per_repeat(bench):
@@ -118,6 +127,8 @@ def test_engine_use_shows_busy_shares_and_batches_per_repeat(bench):
              "target": {"busy_share": 0.375, "mean_decode_batch": None}}
     recorded = bench.Done(**{**legacy.__dict__, "calls": calls})
     assert bench.engine_use([recorded]) == "0.50 / 0.38; 5.2 / -"
+    shared = bench.Done(**{**legacy.__dict__, "calls": {"shared": calls["draft"]}})
+    assert bench.engine_use([shared]) == "0.50 (one engine); 5.2 (one engine)"
 
 
 def test_pass_at_n_pools_and_pairs_like_pass_at_1(bench):

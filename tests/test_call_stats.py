@@ -28,3 +28,8 @@ def test_the_record_gives_the_mean_batch_and_the_busy_share() -> None:
     assert record["busy_share"] == pytest.approx(0.25)
     empty = CallStats().to_dict(wall_seconds=0.0)
     assert empty["mean_decode_batch"] is None and empty["busy_share"] is None
+
+
+def test_a_call_of_another_kind_is_refused_not_counted_as_a_prefill() -> None:
+    with pytest.raises(ValueError, match="decode or a prefill"):
+        CallStats().plus("score", 1, 0.1, 0.0, 1)  # type: ignore[arg-type]

@@ -204,10 +204,12 @@ def test_a_run_records_its_budget_and_how_it_was_spent(tmp_path: Any) -> None:
     assert used["prefill_calls"] >= 1 and used["decode_calls"] >= 1
     assert 1.0 <= used["mean_decode_batch"] <= 2.0
     assert 0.0 < used["busy_share"] <= 1.0
-    # Each session names the boot it ran on; a resume appends its own entry.
+    # Each session names the boot it ran on; opening the finished run again appends an entry
+    # that wrote nothing and leaves last_session (the session that did the work) alone.
     (first,) = manifest["sessions"]
     assert first["boot_id"] == boot_id() and first["written"] == 2
     assert first["started_at"] <= first["finished_at"]
     run_job(config, tmp_path / "run", show_progress=False)
-    again = RunFolder(tmp_path / "run").read_manifest()["sessions"]
-    assert [s["written"] for s in again] == [2, 0]
+    again = RunFolder(tmp_path / "run").read_manifest()
+    assert [s["written"] for s in again["sessions"]] == [2, 0]
+    assert again["last_session"] == session

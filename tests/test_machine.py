@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from atts.runner.machine import boot_id, boots, same_boot
+from atts.runner.machine import boot_id, boots, same_boot, session_end, session_start
 
 
 def _manifest(*boot_ids: str | None) -> dict[str, Any]:
@@ -37,3 +37,30 @@ def test_an_unrecorded_boot_is_unknown_not_equal() -> None:
     assert same_boot(legacy, _manifest("a")) is None
     assert same_boot(legacy, legacy) is None
     assert same_boot(_manifest("a", None), _manifest("a")) is None
+
+
+def test_a_session_that_wrote_nothing_adds_no_boot() -> None:
+    reopened = _manifest("a")
+    reopened["sessions"].append({"boot_id": "b", "written": 0})
+    assert boots(reopened) == frozenset({"a"})
+    assert same_boot(reopened, _manifest("a")) is True
+
+
+def test_a_session_names_its_boot_when_it_begins_and_counts_at_its_end() -> None:
+    begun = session_start(0, [])
+    assert len(begun) == 1 and begun[0]["boot_id"] == boot_id()
+    assert begun[0]["written"] is None  # killed now: its boot is known, its rows are not
+    if boot_id() is not None:
+        assert boots({"sessions": begun}) == frozenset({boot_id()})
+    ended = session_end(begun, 12.5, 3)
+    assert (ended[0]["wall_seconds"], ended[0]["written"]) == (12.5, 3)
+    assert ended[0]["finished_at"] >= ended[0]["started_at"]
+
+
+def test_rows_from_before_sessions_were_recorded_make_the_boots_unknown() -> None:
+    resumed = session_start(40, [])
+    assert resumed[0] == {"boot_id": None, "written": 40,
+                          "note": "sessions before boots were recorded"}
+    assert boots({"sessions": session_end(resumed, 1.0, 40)}) is None
+    # With sessions already recorded, nothing is added before the new one.
+    assert len(session_start(40, _manifest("a")["sessions"])) == 2

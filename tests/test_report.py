@@ -306,6 +306,20 @@ def test_a_baseline_without_a_recorded_boot_gets_its_speedup_with_a_warning(tmp_
     assert "**2.5x** (boots not recorded: see the notes)" in files.markdown.read_text()
 
 
+def test_a_run_resumed_on_another_boot_gets_no_speedup_over_either(tmp_path, capsys) -> None:
+    run = make_run(tmp_path / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["sessions"].append({"boot_id": "boot-b", "written": 3})
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    base = make_run(tmp_path / "base", strategy="target_only", session_wall=30.0)
+    assert main(["report", str(run), "--baseline", str(base), "--out", str(tmp_path / "r"),
+                 "--no-plots"]) == 0
+    assert "ran on another boot" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["baselines"][0]["speedup"] is None
+    assert any("this run wrote samples on more than one boot" in n for n in summary["notes"])
+
+
 def test_a_comparable_baseline_gives_the_speedup_beside_the_accuracy_difference(report) -> None:
     entry = json.loads(report.summary_json.read_text())["baselines"][0]
     assert entry["comparable"] is True

@@ -44,7 +44,9 @@ def handle(args: argparse.Namespace) -> int:
             diff = entry.get("pass@1_difference")
             at = ("" if diff is None else f" at pass@1 {diff['estimate']:+.3f} "
                   f"[{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]")
-            print(f"{'speedup':<12}{entry['speedup']:.3g}x over {entry['label']}{at}")
+            unchecked = (" (boots not recorded: see report.md)"
+                         if entry.get("same_boot") is None else "")
+            print(f"{'speedup':<12}{entry['speedup']:.3g}x over {entry['label']}{at}{unchecked}")
     written = [files.markdown.name, files.summary_json.name,
                *(path.name for path in files.plots.values())]
     print(f"atts report: wrote {', '.join(written)} to {files.out_dir}", file=sys.stderr)

@@ -238,12 +238,13 @@ class DecodeLoop:
         if self._compute is None:
             threads, started = self._max_threads, asked
             code = self._lib.llama_decode(self._ctx.ctx, batch)
+            done = time.perf_counter()
         else:
             with self._compute.hold_up_to(self._max_threads) as threads:
                 started = time.perf_counter()
                 self._ctx.set_n_threads(threads, threads)
                 code = self._lib.llama_decode(self._ctx.ctx, batch)
-        done = time.perf_counter()
+                done = time.perf_counter()  # before the cores go back: waits are not compute
         self.calls = self.calls.plus(kind, len(items), done - started, started - asked, threads)
         if code != 0:
             raise EngineError(f"llama_decode failed with code {code}")

@@ -1,18 +1,18 @@
-"""How an in-process engine spent its compute over a session: calls, batch sizes, seconds.
+"""How a llama.cpp engine spent its compute over a session: calls, batch sizes, seconds.
 
 ATTS's wall time on shared cores is the sum of what each engine's calls cost and of what they
 wait for: the two engines draw on one pool of cores (``compute.py``), and each batched decode
 call reads all of a model's weights whatever the batch, so a call that carries 2 sequences
-costs nearly what one carrying 8 does.  Token counts cannot show that (BENCHMARKS.md section
-0.4: counted at batched rates the default should take 0.84x of target-only's time, and it
-takes 0.40x); these counts can.  The decode loop adds one entry per ``llama_decode`` call; the
-runner records each engine's counts for the session in the manifest (``last_session.
-engine_calls``).
+costs nearly what one carrying 8 does. Token counts cannot show that (the default ATTS measured
+0.40x of target-only's speed on GSM8K-20, BENCHMARKS.md section 0.3, against a bound of 0.83x
+from per-token costs at full batches, section 0.2); these counts can. The decode loop adds one
+entry per ``llama_decode`` call; the runner records each engine's counts for the session in the
+manifest (``last_session.engine_calls``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 CallKind = Literal["decode", "prefill"]
@@ -35,17 +35,13 @@ class CallStats:
     def plus(self, kind: CallKind, rows: int, seconds: float, wait: float,
              threads: int) -> CallStats:
         """These totals and one more call."""
-        if kind == "decode":
-            return _with(self, decode_calls=self.decode_calls + 1,
-                         decode_rows=self.decode_rows + rows,
-                         decode_seconds=self.decode_seconds + seconds,
-                         wait_seconds=self.wait_seconds + wait,
-                         thread_seconds=self.thread_seconds + threads * seconds)
-        return _with(self, prefill_calls=self.prefill_calls + 1,
-                     prefill_rows=self.prefill_rows + rows,
-                     prefill_seconds=self.prefill_seconds + seconds,
-                     wait_seconds=self.wait_seconds + wait,
-                     thread_seconds=self.thread_seconds + threads * seconds)
+        if kind not in ("decode", "prefill"):
+            raise ValueError(f"a call is a decode or a prefill, not {kind!r}")
+        return replace(self, **{f"{kind}_calls": getattr(self, f"{kind}_calls") + 1,
+                                f"{kind}_rows": getattr(self, f"{kind}_rows") + rows,
+                                f"{kind}_seconds": getattr(self, f"{kind}_seconds") + seconds},
+                       wait_seconds=self.wait_seconds + wait,
+                       thread_seconds=self.thread_seconds + threads * seconds)
 
     def since(self, earlier: CallStats) -> CallStats:
         """The calls made after ``earlier`` was taken (one session of a longer-lived engine)."""
@@ -62,6 +58,3 @@ class CallStats:
         out["busy_share"] = busy / wall_seconds if wall_seconds > 0 else None
         return out
 
-
-def _with(stats: CallStats, **changes: Any) -> CallStats:
-    return CallStats(**{**asdict(stats), **changes})

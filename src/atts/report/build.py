@@ -20,7 +20,7 @@ from atts.report.intervals import paired_difference
 from atts.report.markdown import render_markdown
 from atts.report.metrics import speedup
 from atts.report.summary import summarize_run
-from atts.runner.machine import same_boot
+from atts.runner.machine import UNKNOWN_BOOT, boots, same_boot, same_boots
 
 REPORT = "report.md"
 SUMMARY = "summary.json"
@@ -59,7 +59,7 @@ def write_report(run_dir: str | Path, baselines: Sequence[str | Path] = (),
     summary["baselines"] = [
         compare(summary, other, comparable=set(run.questions) == set(runs[0].questions)
                 and other["n"] == summary["n"],
-                same_machine=same_boot(runs[0].manifest, run.manifest))
+                same_boot=same_boot(runs[0].manifest, run.manifest))
         for run, other in zip(runs[1:], summaries[1:], strict=True)
     ]
     summary["notes"] = comparison_notes(list(zip(runs, summaries, strict=True)))
@@ -77,7 +77,7 @@ def write_report(run_dir: str | Path, baselines: Sequence[str | Path] = (),
 
 
 def compare(run: Mapping[str, Any], baseline: Mapping[str, Any], *,
-            comparable: bool = True, same_machine: bool | None = None) -> dict[str, Any]:
+            comparable: bool = True, same_boot: bool | None = None) -> dict[str, Any]:
     """A baseline's entry in summary.json: its accuracy, cost and wall time; the run's
     ``speedup`` over it (baseline wall / run wall; None when a wall time is zero, when the
     baseline answered other questions or another N: then ``comparable`` is false and the notes
@@ -90,9 +90,9 @@ def compare(run: Mapping[str, Any], baseline: Mapping[str, Any], *,
     entry[f"maj@{n}"] = baseline[f"maj@{n}"]
     entry[f"pass@{n}"] = baseline[f"pass@{n}"]
     entry["comparable"] = comparable
-    entry["same_boot"] = same_machine
+    entry["same_boot"] = same_boot
     entry["speedup"] = (speedup(run["wall_seconds"], baseline["wall_seconds"])
-                        if comparable and same_machine is not False and run["wall_seconds"] > 0
+                        if comparable and same_boot is not False and run["wall_seconds"] > 0
                         and baseline["wall_seconds"] > 0 else None)
     diff = paired_difference(
         {q: v["pass@1"] for q, v in run.get("per_question", {}).items()},
@@ -104,6 +104,26 @@ def compare(run: Mapping[str, Any], baseline: Mapping[str, Any], *,
     run_tokens, base_tokens = run["tokens"]["total"], baseline["tokens"]["total"]
     entry["token_ratio"] = base_tokens / run_tokens if run_tokens > 0 else None
     return entry
+
+
+def _boot_notes(label: str, mine: frozenset[str] | None,
+                theirs: frozenset[str] | None) -> list[str]:
+    """Why a baseline's wall time may not be divided by this run's (atts.runner.machine)."""
+    verdict = same_boots(mine, theirs)
+    if verdict is None:
+        return [f"{label} or this run {UNKNOWN_BOOT}: the speedup may divide two machines' "
+                "wall times."]
+    if verdict:
+        return []
+    spread = [name for name, found in (("this run", mine), (label, theirs))
+              if found is not None and len(found) > 1]
+    if spread:
+        return [f"{' and '.join(spread)} wrote samples on more than one boot (resumed after a "
+                "restart or on another machine): its wall time mixes hardware, so no speedup "
+                "is given; run it again in one session."]
+    return [f"{label} ran on another boot than this run (another machine, or this one "
+            "restarted): its wall time belongs to other hardware, so no speedup is given; run "
+            "the two in one session."]
 
 
 def comparison_notes(runs: Sequence[tuple[GradedRun, Mapping[str, Any]]]) -> list[str]:
@@ -124,12 +144,5 @@ def comparison_notes(runs: Sequence[tuple[GradedRun, Mapping[str, Any]]]) -> lis
         if other["n"] != run["n"]:
             notes.append(f"{label} drew N = {other['n']} samples per question, this run "
                          f"N = {run['n']}.")
-        machine = same_boot(first.manifest, graded.manifest)
-        if machine is False:
-            notes.append(f"{label} ran on another boot of a machine than this run (the "
-                         "manifests' sessions): its wall time belongs to other hardware or "
-                         "another day, so no speedup is given; run the two in one session.")
-        elif machine is None:
-            notes.append(f"{label} or this run did not record the boot it ran on (runs before "
-                         "2026-12-03): the speedup may divide two machines' wall times.")
+        notes += _boot_notes(label, boots(first.manifest), boots(graded.manifest))
     return notes

@@ -1,10 +1,14 @@
 """Which machine, and which boot of it, ran a run: what a wall-time ratio needs to be honest.
 
-A speedup divides two wall times, and on shared machines the same command can take 20% longer
-on one day than on the next (BENCHMARKS.md, the two repeats of section 0.3).  So each session
-of a run records the boot it ran on (Linux's ``/proc/sys/kernel/random/boot_id``, new at every
-boot of every machine), and a comparison of two runs can tell whether they ran on one machine
-in one boot, on two, or whether that was never recorded (runs from before 2026-12-03).
+A speedup divides two wall times, and two runs on different machines, or on one machine
+rebooted in between, measure different hardware: a shared cloud machine is not the same
+machine after a restart.  So each session of a run records the boot it ran on (Linux's
+``/proc/sys/kernel/random/boot_id``, new at every boot of every machine), and a comparison of
+two runs can tell whether they ran on one boot, on two, or whether that is unknown (runs made
+before ``BOOTS_RECORDED_SINCE``, or on a system without a boot id such as macOS).  One boot is
+necessary, not sufficient: the same command took 2484 s one afternoon and 2944 s that evening
+on these shared cores (BENCHMARKS.md section 0.3), so the benchmarks also run the two sides
+of a ratio in one session and record the load.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from typing import Any
 from atts.engines.compute import machine_cores
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+BOOTS_RECORDED_SINCE = "2026-12-03"  # runs made before it hold no boot ids
+UNKNOWN_BOOT = (f"did not record the boot it ran on (runs before {BOOTS_RECORDED_SINCE}, or a "
+                "system without a boot id)")
 
 
 def cpu_model() -> str:
@@ -40,20 +47,37 @@ def boot_id(path: Path = BOOT_ID) -> str | None:
 
 
 def machine_block() -> dict[str, Any]:
-    """The manifest's ``machine``: the hardware the run's timings belong to."""
+    """The manifest's ``machine``: the hardware the run was created on (each session's boot
+    is in ``sessions``)."""
     return {"platform": platform.platform(), "processor": platform.machine(),
-            "cpu": cpu_model(), "cores": machine_cores(), "boot_id": boot_id()}
+            "cpu": cpu_model(), "cores": machine_cores()}
 
 
-def session_record(started_at: float, wall_seconds: float, written: int) -> dict[str, Any]:
-    """One entry of the manifest's ``sessions`` list, appended when a session ends."""
-    return {"boot_id": boot_id(), "cpu": cpu_model(), "started_at": started_at,
-            "finished_at": time.time(), "wall_seconds": wall_seconds, "written": written}
+def session_start(rows_before: int, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``sessions`` with this session's entry appended as it begins, so that a session killed
+    part-way still names its boot (its ``written`` stays None: unknown, maybe some).  Rows
+    written before sessions were recorded get one entry of unknown boot first."""
+    earlier = list(sessions)
+    if not earlier and rows_before:
+        earlier.append({"boot_id": None, "written": rows_before,
+                        "note": "sessions before boots were recorded"})
+    return [*earlier, {"boot_id": boot_id(), "cpu": cpu_model(), "started_at": time.time(),
+                       "finished_at": None, "wall_seconds": None, "written": None}]
+
+
+def session_end(sessions: list[dict[str, Any]], wall_seconds: float,
+                written: int) -> list[dict[str, Any]]:
+    """``sessions`` with the last entry (this session's, from ``session_start``) completed."""
+    *earlier, current = sessions
+    return [*earlier, {**current, "finished_at": time.time(), "wall_seconds": wall_seconds,
+                       "written": written}]
 
 
 def boots(manifest: Mapping[str, Any]) -> frozenset[str] | None:
-    """The boots that ran the run's sessions; None when a session did not record its boot."""
-    sessions = manifest.get("sessions") or []
+    """The boots that wrote the run's samples; None when one of them is unknown.  A session
+    that wrote nothing (a finished run opened again) adds no boot; one that did not finish
+    may have written some, so it counts."""
+    sessions = [s for s in manifest.get("sessions") or [] if s.get("written") != 0]
     found = {s.get("boot_id") for s in sessions}
     if not sessions or None in found:
         return None
@@ -61,12 +85,12 @@ def boots(manifest: Mapping[str, Any]) -> frozenset[str] | None:
 
 
 def same_boot(run: Mapping[str, Any], other: Mapping[str, Any]) -> bool | None:
-    """Whether two runs (their manifests) ran every session on one boot of one machine: True,
+    """Whether two runs (their manifests) wrote every sample on one boot of one machine: True,
     False, or None when either did not record it (so nobody can tell)."""
-    return one_boot(boots(run), boots(other))
+    return same_boots(boots(run), boots(other))
 
 
-def one_boot(mine: frozenset[str] | None, theirs: frozenset[str] | None) -> bool | None:
+def same_boots(mine: frozenset[str] | None, theirs: frozenset[str] | None) -> bool | None:
     """``same_boot`` on the runs' ``boots``."""
     if mine is None or theirs is None:
         return None

@@ -216,8 +216,9 @@ async def execute(
 
 
 def engine_calls(draft: Engine, target: Engine) -> dict[str, CallStats]:
-    """Each engine's call totals so far, by role; engines that compute elsewhere (a server)
-    or keep no totals (the fakes) are left out."""
+    """Each engine's call totals so far, by role.  Only the llama.cpp engine keeps them (its
+    ``call_stats``); the others (servers, transformers, the fakes) are left out.  ``execute``
+    is handed the engines themselves, never a wrapper that would hide the attribute."""
     roles = {"shared": draft} if draft is target else {"draft": draft, "target": target}
     out = {}
     for role, engine in roles.items():

@@ -28,7 +28,7 @@ from atts.engines.compute import ComputePool
 from atts.pipeline import prompt
 from atts.pipeline.sample import SampleSpec, SampleState, derive_seed
 from atts.pipeline.strategies import draft_and_score
-from atts.runner.machine import machine_block, session_record
+from atts.runner.machine import machine_block, session_end, session_start
 from atts.runner.run_folder import RunFolder
 from atts.runner.runner import RunOutcome, execute
 
@@ -168,14 +168,20 @@ async def _run_job(
             check_bank_values(bank, config.score, config.calibration_file)
         with folder.locked():
             folder.prepare(manifest(config, draft, target, problems), overwrite=overwrite)
-            started_at = time.time()
+            sessions = session_start(len(folder.rows()),
+                                     folder.read_manifest().get("sessions") or [])
+            folder.update_manifest(sessions=sessions)
             outcome = await execute(
                 config, problems, draft, target, folder,
                 bank_scores=bank, retry_failed=retry_failed, show_progress=show_progress,
             )
-            sessions = folder.read_manifest().get("sessions") or []
-            folder.update_manifest(last_session=asdict(outcome), sessions=[
-                *sessions, session_record(started_at, outcome.wall_seconds, outcome.written)])
+            done: dict[str, Any] = {
+                "sessions": session_end(sessions, outcome.wall_seconds, outcome.written)}
+            # last_session is the last session that wrote samples: opening a finished run
+            # again must not replace its timings with those of a session that did nothing.
+            if outcome.written or "last_session" not in folder.read_manifest():
+                done["last_session"] = asdict(outcome)
+            folder.update_manifest(**done)
         return outcome
     finally:
         if engines is None:
