@@ -416,15 +416,18 @@ Pair = tuple[Done, Done | None, str]  # a run, the target-only run it divides by
 def speed_baseline(entry: Done, bases: list[Done]) -> tuple[Done | None, str]:
     """The target-only run that ``entry``'s wall time may be divided by, and how sure that is:
     ``""`` (same boot of the same machine: the nearest such run in time), ``UNRECORDED`` (a
-    boot was not recorded: the run of the same repeat index, as before boots were recorded, or
-    else the nearest in time), or ``OTHER_BOOT`` with no run (every candidate ran on another
-    boot)."""
+    boot was not recorded: an unrecorded baseline first, then the run of the same repeat
+    index, as before boots were recorded, or else the nearest in time), or ``OTHER_BOOT``
+    with no run (every candidate ran on another boot)."""
     same = [b for b in bases if same_boots(entry.boots, b.boots)]
     if same:
         return min(same, key=lambda b: abs(b.span[0] - entry.span[0])), ""
     unknown = [b for b in bases if same_boots(entry.boots, b.boots) is None]
     if unknown:
-        return min(unknown, key=lambda b: (b.repeat != entry.repeat,
+        # An unrecorded run pairs first with unrecorded baselines (made before boots were
+        # recorded, like it), not with one recorded since, which ran in a later session.
+        return min(unknown, key=lambda b: ((entry.boots is None) != (b.boots is None),
+                                           b.repeat != entry.repeat,
                                            abs(b.span[0] - entry.span[0]))), UNRECORDED
     return None, OTHER_BOOT
 

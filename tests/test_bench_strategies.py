@@ -102,6 +102,9 @@ def test_a_speedup_divides_only_wall_times_of_one_boot(bench):
     legacy = _done(bench, "atts", 0, 3000.0, None, 2000.0)
     assert bench.speed_baseline(legacy, [early, old]) == (old, bench.UNRECORDED)
     assert bench.speed_baseline(elsewhere, [old]) == (old, bench.UNRECORDED)
+    # An unrecorded run of repeat 1 pairs with the unrecorded baseline, not a later recorded one.
+    legacy_second = _done(bench, "atts", 1, 3000.0, None, 2000.0)
+    assert bench.speed_baseline(legacy_second, [old, early]) == (old, bench.UNRECORDED)
 
 
 def test_the_speed_cell_says_why_it_has_no_ratio_or_whose_it_is(bench):
