@@ -6,8 +6,9 @@ while the load average is above ``--max-load`` (other jobs share the cores) and 
 load meanwhile; then grades every finished run under the datasets' folders and writes
 ``bench/results/strategies.md`` and its BENCHMARKS.md section: accuracy, wall time (median of
 repeats), speedup over target-only (median of ratios, each run against a target-only run of the
-same machine boot, the nearest in time; runs that did not record their boot pair by repeat
-index and are marked, runs of other boots get no ratio), rejection rate against
+same machine boot, the nearest in time; runs that did not record their boot pair with an
+unrecorded target-only run first, by repeat index, and are marked; runs of other boots get no
+ratio), rejection rate against
 alpha, tokens by kind, and the bound of ``atts.perf.roofline`` with the orchestration
 efficiency (measured speedup / bound).
 
@@ -403,8 +404,8 @@ UNRECORDED = "\u2020"
 SPEED_NOTES = {
     UNRECORDED: f"{UNRECORDED} The run or its target-only baseline {UNKNOWN_BOOT}: the two "
                 "may have run on two machines or on two days, whose speeds differ by up to "
-                "about 20% here; the ratio pairs repeat k with target-only's repeat k (or, "
-                "without one, the nearest in time).",
+                "about 20% here; the ratio pairs the run with an unrecorded target-only run "
+                "first, repeat k with repeat k (or, without one, the nearest in time).",
     OTHER_BOOT: f"*{OTHER_BOOT}*: no target-only run shares the run's machine boot, so no "
                 "ratio is given (run target-only again beside it: `--strategies target_only "
                 "--repeats R+1`); \"(k of n)\": only k of the n repeats had one, and the "
