@@ -60,6 +60,16 @@ def majority_vote(answers: Sequence[str | None], dataset: str = "math") -> int |
 
 
 @dataclass(frozen=True)
+class QuestionAccuracy:
+    """One question's rates over its samples, from which paired differences between runs of the
+    same questions are computed (report/build.py, bench/bench_strategies.py)."""
+
+    pass_at_1: float  # the fraction of its samples that are correct
+    maj_at_n: float  # 1.0 if the majority answer is correct
+    pass_at_n: float  # 1.0 if any sample is correct
+
+
+@dataclass(frozen=True)
 class Accuracy:
     """Accuracy over questions; every per-question rate is averaged with equal weight."""
 
@@ -73,12 +83,10 @@ class Accuracy:
     pass_at_k: dict[int, float]
     errors: int  # samples with status "error"
     no_answer: int  # samples without an answer (errors included)
-    # 95% percentile-bootstrap intervals over questions (report/intervals.py), and each
-    # question's pass@1, maj@N and pass@N, from which paired differences between runs are
-    # computed.
+    # 95% percentile-bootstrap intervals over questions (report/intervals.py).
     pass_at_1_ci: tuple[float, float] = (0.0, 0.0)
     maj_at_n_ci: tuple[float, float] = (0.0, 0.0)
-    per_question: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    per_question: dict[str, QuestionAccuracy] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items()
@@ -86,8 +94,9 @@ class Accuracy:
         out["pass@1"] = out.pop("pass_at_1")
         out["pass@1_ci95"] = list(out.pop("pass_at_1_ci"))
         out[f"maj@{self.n}_ci95"] = list(self.maj_at_n_ci)
-        out["per_question"] = {q: {"pass@1": p, f"maj@{self.n}": m, f"pass@{self.n}": a}
-                               for q, (p, m, a) in self.per_question.items()}
+        out["per_question"] = {q: {"pass@1": v.pass_at_1, f"maj@{self.n}": v.maj_at_n,
+                                   f"pass@{self.n}": v.pass_at_n}
+                               for q, v in self.per_question.items()}
         out[f"maj@{self.n}"] = self.maj_at_n
         out[f"pass@{self.n}"] = self.pass_at_n
         out["pass@k"] = {str(k): v for k, v in self.pass_at_k.items()}
@@ -130,7 +139,7 @@ def accuracy(rows: Sequence[Row]) -> Accuracy:
         no_answer=sum(r.get("answer") is None for r in rows),
         pass_at_1_ci=_ci(p1),
         maj_at_n_ci=_ci(maj),
-        per_question={str(q): (a, b, c)
+        per_question={str(q): QuestionAccuracy(a, b, c)
                       for q, a, b, c in zip(groups, p1, maj, pn, strict=True)},
     )
 

@@ -168,8 +168,10 @@ async def _run_job(
             check_bank_values(bank, config.score, config.calibration_file)
         with folder.locked():
             folder.prepare(manifest(config, draft, target, problems), overwrite=overwrite)
-            sessions = session_start(len(folder.rows()),
-                                     folder.read_manifest().get("sessions") or [])
+            recorded = folder.read_manifest().get("sessions") or []
+            # Rows are counted only for a folder written before sessions were recorded (the
+            # one case session_start needs them); execute reads them again in any case.
+            sessions = session_start(0 if recorded else len(folder.rows()), recorded)
             folder.update_manifest(sessions=sessions)
             outcome = await execute(
                 config, problems, draft, target, folder,
