@@ -249,12 +249,20 @@ def run_all(args: argparse.Namespace, todo: list[Job]) -> None:
 
 
 def loads_of(root: Path, entries: list[Done]) -> str:
-    """Mean 1-minute load average while each run went on (from root/load_samples.log)."""
+    """Mean 1-minute load average while each run went on (from root/load_samples.log), with
+    the share of CPU time the host took from the machine meanwhile where the run recorded it
+    (its summary's host_steal, atts.runner.machine)."""
     from atts.perf.stats import mean_load
 
-    means = [mean_load(root / "load_samples.log", *e.span) for e in entries]
-    known = [f"{m:.1f}" for m in means if m is not None]
-    return ", ".join(known) if known else "-"
+    texts = []
+    for e in entries:
+        load = mean_load(root / "load_samples.log", *e.span)
+        steal = e.summary.get("host_steal")
+        parts = ([f"{load:.1f}"] if load is not None else []) + \
+            ([f"steal {steal:.0%}"] if steal is not None else [])
+        if parts:
+            texts.append(" ".join(parts))
+    return ", ".join(texts) if texts else "-"
 
 
 def peak_rss(root: Path, entries: list[Done]) -> str:
@@ -626,7 +634,8 @@ def report(args: argparse.Namespace, todo: list[Job]) -> str:
                   "target score / target decode tokens (first rep) "
                   "| engine ms per token dd / ts / td "
                   "(each rep) | bound (overlap / serial) | efficiency "
-                  "| engines busy d / t; mean decode batch d / t | mean load | peak RSS GB |",
+                  "| engines busy d / t; mean decode batch d / t | mean load, host steal "
+                  "| peak RSS GB |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         order = sorted(labels, key=lambda x: (x != "atts" and not x.startswith("atts"),
                                               x == BASELINE, x))

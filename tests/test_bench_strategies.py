@@ -145,3 +145,12 @@ def test_pass_at_n_pools_and_pairs_like_pass_at_1(bench):
     assert bench.per_question(runs, "pass@4") == {"a": 1.0, "b": 0.5}
     base = [with_any({"a": 1.0, "b": 1.0})]
     assert bench.accuracy_difference(runs, base, "pass@4").startswith("-0.250 [")
+
+
+def test_the_load_column_names_the_host_steal_a_run_recorded(bench, tmp_path):
+    (tmp_path / "load_samples.log").write_text("100 2.00 2.00 2.00\n115 1.00 1.00 1.00\n")
+    quiet = _done(bench, "atts", 0, 90.0, None, 30.0)
+    stolen = bench.Done(**{**quiet.__dict__, "summary": {**quiet.summary, "host_steal": 0.34}})
+    unrecorded = bench.Done(**{**quiet.__dict__, "span": (500.0, 600.0)})
+    assert bench.loads_of(tmp_path, [quiet, stolen]) == "1.5, 1.5 steal 34%"
+    assert bench.loads_of(tmp_path, [unrecorded]) == "-"

@@ -18,7 +18,7 @@ from atts.grading import GradeFailure
 from atts.report.build import write_report
 from atts.report.graded_run import GRADES, load_run, wall_time
 from atts.report.metrics import clopper_pearson
-from atts.report.summary import print_summary
+from atts.report.summary import format_summary, print_summary, summarize_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GOLD = {"gsm8k/0": "18", "gsm8k/1": "3"}
@@ -64,7 +64,7 @@ def sample_row(qid: str, index: int, answer: str | None, strategy: str,
 
 
 def make_run(path: Path, *, strategy: str = "atts", session_wall: float = 12.0,
-             skipped: int = 0, boot: str | None = "boot-a") -> Path:
+             skipped: int = 0, boot: str | None = "boot-a", steal: float | None = None) -> Path:
     """2 questions x 4 samples.  Question 0 runs 1000-1005 s, question 1 1001-1010 s: latencies
     5 s and 9 s, rows span 10 s; the session reports ``session_wall`` seconds and ran on
     ``boot`` (None: a run from before boots were recorded)."""
@@ -83,6 +83,9 @@ def make_run(path: Path, *, strategy: str = "atts", session_wall: float = 12.0,
     if boot is not None:
         manifest["sessions"] = [{"boot_id": boot, "wall_seconds": session_wall,
                                  "written": 8 - skipped}]
+        if steal is not None:
+            manifest["sessions"][0]["cpu_share"] = {"busy": 1 - steal, "idle": 0.0,
+                                                    "steal": steal}
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 
@@ -328,3 +331,24 @@ def test_a_comparable_baseline_gives_the_speedup_beside_the_accuracy_difference(
     text = report.markdown.read_text()
     assert "at a pass@1 difference of +0.000 [+0.00, +0.00] (95%, paired over 2 questions; " \
            "too few to decide)" in text
+
+
+def test_unequal_host_steal_is_named_beside_the_speedup(tmp_path, capsys) -> None:
+    """The hypervisor took a third of the cores from one side: the ratio measures it too."""
+    run = make_run(tmp_path / "run", steal=0.34)
+    base = make_run(tmp_path / "base", strategy="target_only", session_wall=30.0, steal=0.02)
+    assert main(["report", str(run), "--baseline", str(base), "--out", str(tmp_path / "r"),
+                 "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["host_steal"] == pytest.approx(0.34)
+    assert summary["baselines"][0]["host_steal"] == pytest.approx(0.02)
+    assert summary["baselines"][0]["speedup"] == pytest.approx(2.5)  # given, with the note
+    assert any("The host took 34% of the machine's CPU time during this run and 2% during"
+               in note for note in summary["notes"])
+    assert "the host took 34% of the machine's CPU time meanwhile" in out
+    # Shares within 5 points of each other, or unrecorded, say nothing.
+    even = make_run(tmp_path / "even", strategy="target_only", session_wall=30.0, steal=0.31)
+    files = write_report(run, [even], tmp_path / "r2", plots=False)
+    assert not any("The host took" in note for note in files.summary["notes"])
+    assert "host took" not in format_summary(summarize_run(load_run(make_run(tmp_path / "q"))))

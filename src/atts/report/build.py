@@ -22,11 +22,15 @@ from atts.report.metrics import speedup
 from atts.report.summary import summarize_run
 from atts.runner.machine import UNKNOWN_BOOT, boots, same_boot, same_boots
 
+# Two runs whose shares of stolen CPU time differ by this much or more were slowed unequally by
+# the host (on 2026-12-03 the share reached a third here): the notes say so beside a speedup.
+STEAL_GAP_WORTH_SAYING = 0.05
+
 REPORT = "report.md"
 SUMMARY = "summary.json"
 BASELINE_KEYS = ("run_dir", "label", "strategy", "dataset", "alpha", "questions", "samples",
                  "n", "errors", "no_answer", "pass@1", "rejection_rate", "tokens",
-                 "engine_seconds", "timing", "wall_seconds", "wall_source")
+                 "engine_seconds", "timing", "wall_seconds", "wall_source", "host_steal")
 
 
 @dataclass(frozen=True)
@@ -145,4 +149,14 @@ def comparison_notes(runs: Sequence[tuple[GradedRun, Mapping[str, Any]]]) -> lis
             notes.append(f"{label} drew N = {other['n']} samples per question, this run "
                          f"N = {run['n']}.")
         notes += _boot_notes(label, boots(first.manifest), boots(graded.manifest))
+        notes += _steal_notes(label, run.get("host_steal"), other.get("host_steal"))
     return notes
+
+
+def _steal_notes(label: str, mine: float | None, theirs: float | None) -> list[str]:
+    """A ratio of wall times also measures the host when it took unequal shares of the CPU."""
+    if mine is None or theirs is None or abs(mine - theirs) < STEAL_GAP_WORTH_SAYING:
+        return []
+    return [f"The host took {mine:.0%} of the machine's CPU time during this run and "
+            f"{theirs:.0%} during {label} (steal, /proc/stat): the speedup measures the host's "
+            "other guests as well as the method; run the two side by side again."]

@@ -15,8 +15,11 @@ from typing import IO, Any
 from atts.grading import Grader
 from atts.report.graded_run import GradedRun, load_run
 from atts.report.metrics import summarize
+from atts.runner.machine import host_steal
 
 WALL_SOURCES = {"last_session": "one session", "rows": "from samples, pauses left out"}
+# From this share of stolen CPU time on, the wall line says the host slowed the run.
+STEAL_WORTH_SAYING = 0.05
 LABEL = 12  # width of the label column
 
 
@@ -42,6 +45,9 @@ def summarize_run(run: GradedRun) -> dict[str, Any]:
         "engine": config.get("engine"),
         "wall_seconds": run.wall_seconds,
         "wall_source": run.wall_source,
+        # The share of the CPU time the hypervisor took while the samples were written
+        # (atts.runner.machine); None when not recorded.
+        "host_steal": host_steal(run.manifest),
     }
     out.update(summarize(run.rows, alpha=alpha, budget=budget, m=n if budget else None))
     if out.get("control_accuracy") and out["control_accuracy"]["mean"] is None:
@@ -93,6 +99,10 @@ def format_summary(summary: dict[str, Any]) -> str:
                               f"({WALL_SOURCES.get(summary['wall_source'], '?')})"
                               f" · question latency p50 {seconds_text(timing['latency_p50'])} s"
                               f"  p90 {seconds_text(timing['latency_p90'])} s"))
+    steal = summary.get("host_steal")
+    if steal is not None and steal >= STEAL_WORTH_SAYING:
+        lines.append(_row("", f"the host took {steal:.0%} of the machine's CPU time meanwhile "
+                              "(steal): these times are slower than the hardware"))
     return "\n".join(lines)
 
 
