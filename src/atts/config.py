@@ -53,10 +53,9 @@ class RunConfig:
 
     # How to solve it.
     strategy: str = "atts"
-    alpha: float = 0.25  # reject (hand to the target) iff p <= alpha
-    # Regenerate instead of continue iff p <= alpha_discard; None (the default): alpha_discard
-    # = alpha whatever alpha is, every rejected step regenerated (the accuracy benchmark of
-    # BENCHMARKS.md section 0.2); 0: never (the paper's code); ``discard_level`` resolves it.
+    alpha: float = 0.5  # reject iff p <= alpha; why 0.5, not 0.25: BENCHMARKS.md 0.4-0.5
+    # Regenerate instead of continue iff p <= alpha_discard; None (the default): = alpha, every
+    # rejected step regenerated (BENCHMARKS.md 0.2); 0: never (the paper's); ``discard_level``.
     alpha_discard: float | None = None
     sync_budget: int = 1  # sync: the B worst-scored steps of each round go to the target
     # The nonconformity score of a draft step (atts.conformal.scores): ppl (the paper's) |
