@@ -42,7 +42,7 @@ from atts.config import RunConfig
 from atts.data import Problem
 from atts.engines.fake import FakeCall, FakeEngine
 from atts.perf.devices import MeasuredRates, cpu_2core_rates, engine
-from atts.perf.replay import simulate
+from atts.perf.plan_run import simulate
 from atts.perf.report import replace_section, table
 from atts.perf.stats import load_run_stats
 from atts.runner.run_folder import RunFolder

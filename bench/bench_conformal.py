@@ -1,10 +1,11 @@
 """Micro-benchmark of the conformal core: per-decision latency against banks of 10^3..10^6 scores.
 
 Not a test. Prints a markdown table of medians (over --repeats timings) of:
-- batch p-value / decision, amortised per query over a batch of --batch random queries
-  (`BankSnapshot.p_value(array)`, `p_value(..., randomized=True)`, `decide_many`);
-- single query: `BankSnapshot.p_value(float)` and `BankSnapshot.decide(float, thresholds)`,
-  timed over loops of --loop calls;
+- batch p-values, amortised per query over a batch of --batch random queries
+  (`BankSnapshot.p_value(array)`, `p_value(..., randomized=True)`);
+- single query: `BankSnapshot.p_value(float)` and a run's decision, `Decider.decide` against a
+  fixed pooled bank (what every step of a run, replay or request pays), timed over loops of
+  --loop calls;
 - `CalibrationBank.add(float)`: the copy-on-write insert of one score (O(n)).
 
 Usage: .venv/bin/python bench/bench_conformal.py [--sizes 1000 100000 1000000]
@@ -20,7 +21,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from atts.conformal import CalibrationBank, Thresholds
+from atts.conformal import (
+    CalibrationBank,
+    Decider,
+    DecisionKey,
+    DecisionPolicy,
+    StrataBanks,
+    Thresholds,
+)
 
 
 def median_ns(fn: Callable[[], object], per: int, repeats: int) -> float:
@@ -47,9 +55,12 @@ def bench_size(n: int, batch: int, loop: int, repeats: int) -> dict[str, float]:
         for s in singles:
             snap.p_value(s)
 
+    decider = Decider(DecisionPolicy(th), StrataBanks(initial=snap.scores))
+    key = DecisionKey("q")
+
     def single_decide() -> None:
         for s in singles:
-            snap.decide(s, th)
+            decider.decide(key, s)
 
     add_bank = CalibrationBank(snap.scores)
     adds = [float(x) for x in rng.lognormal(sigma=1.0, size=max(loop // 10, 10))]
@@ -63,7 +74,6 @@ def bench_size(n: int, batch: int, loop: int, repeats: int) -> dict[str, float]:
         "batch randomized": median_ns(
             lambda: snap.p_value(queries, randomized=True, rng=urng), batch, repeats
         ),
-        "batch decide_many": median_ns(lambda: snap.decide_many(queries, th), batch, repeats),
         "single p_value": median_ns(single_p, len(singles), repeats),
         "single decide": median_ns(single_decide, len(singles), repeats),
         "add one score": median_ns(add_one, len(adds), max(repeats // 5, 3)),

@@ -3,8 +3,8 @@
 ACI (Gibbs and Candes 2021, Prop. 4.1): for ANY sequence of p-values, after T decisions
 ``|mean err - alpha| <= (max(alpha_1, 1 - alpha_1) + gamma) / (gamma T)``.  It is checked at
 every prefix of adversarial and drifting sequences, on the bare tracker and per stratum of a
-``Judge``.  Smoothed p-values are exactly uniform, so with heavily tied scores they reject at
-alpha where the deterministic ones reject far below it.
+run's ``Decider``.  Smoothed p-values are exactly uniform, so with heavily tied scores they
+reject at alpha where the deterministic ones reject far below it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from atts.config import ConfigError, RunConfig
-from atts.conformal import Decision, p_value_sorted
-from atts.conformal.aci import AdaptiveLevel, aci_bound, classify_at
-from atts.pipeline.judge import Judge, round_bucket, warmup_order
+from atts.conformal import Decision, DecisionKey, classify, p_value_sorted
+from atts.conformal.aci import AdaptiveLevel, aci_bound
+from atts.conformal.strata import round_bucket
+from atts.pipeline.calibration import step_banks, step_decider, warmup_order
 from pipeline_helpers import config, engines, run
 
 EPS = 1e-9  # float round-off of the running level only
@@ -57,28 +58,43 @@ def test_the_level_moves_by_gamma_times_alpha_minus_err():
         AdaptiveLevel.start(0.25, 0.0)
 
 
-def test_the_ordinal_decision_scales_alpha_discard_with_the_level():
-    assert classify_at(0.30, 0.25, 0.5) is Decision.ACCEPT
-    assert classify_at(0.20, 0.25, 0.5) is Decision.CONTINUE
-    assert classify_at(0.10, 0.25, 0.5) is Decision.REGENERATE
-    assert classify_at(0.01, 0.25, 0.0) is Decision.CONTINUE  # 0: never regenerate
-    assert classify_at(0.25, 0.25, 1.0) is Decision.REGENERATE  # 1: pure replacement
-    assert classify_at(1.0, 1.05, 0.0) is Decision.CONTINUE  # a level above 1 rejects all
+def test_the_ordinal_decision_at_a_moving_level_keeps_the_discard_ratio():
+    """The adaptive Decider classifies at (level, ratio x level): the rule of issue 4's
+    ordinal scale, with alpha_discard / alpha kept as the level moves."""
+    assert classify(0.30, 0.25, 0.5 * 0.25) is Decision.ACCEPT
+    assert classify(0.20, 0.25, 0.5 * 0.25) is Decision.CONTINUE
+    assert classify(0.10, 0.25, 0.5 * 0.25) is Decision.REGENERATE
+    assert classify(0.01, 0.25, 0.0) is Decision.CONTINUE  # 0: never regenerate
+    assert classify(0.0, 0.25, 0.0) is Decision.CONTINUE  # not even at p = 0
+    assert classify(0.25, 0.25, 0.25) is Decision.REGENERATE  # 1: pure replacement
+    assert classify(1.0, 1.05, 0.0) is Decision.CONTINUE  # a level above 1 rejects all
+
+
+def run_decider(cfg: RunConfig, initial=()):
+    """A run's Decider and its banks under ``cfg``."""
+    banks = step_banks(cfg, initial)
+    return step_decider(cfg, banks), banks
+
+
+def decide(decider, question: str, round_index: int, score: float, *, own_in_bank=False,
+           sample_index: int = 0):
+    verdict = decider.decide(DecisionKey(question, sample_index, round_index), score,
+                             own_in_bank=own_in_bank)
+    return verdict.p_value, verdict.decision
 
 
 def drifting_judge(alpha: float, gamma: float, strata: str = "none", by: str = "round"):
     cfg = RunConfig(calibration="adaptive", alpha=alpha, warmup=20, adaptive_gamma=gamma,
                     strata=strata, adaptive_strata=by, alpha_discard=alpha / 2)
-    judge = Judge(cfg)
+    judge, banks = run_decider(cfg)
     rng = np.random.default_rng(1)
-    judge.add("", rng.lognormal(1.0, 0.3, 20))
+    banks.add("", rng.lognormal(1.0, 0.3, 20))
     decisions: dict[int, list[Decision]] = {}
     for t in range(3000):
         q, r = f"q{t % 37}", t % 7
         shift = 0.8 if t > 1500 else 0.0  # a dataset shift half-way
         mean = {0: 1.0, 1: 1.6}.get(r, 0.6) + shift + 0.1 * (t % 37 % 5)
-        _, d = judge.decide(q, r, float(rng.lognormal(mean, 0.3)), own_in_bank=False,
-                            sample_index=t % 4)
+        _, d = decide(judge, q, r, float(rng.lognormal(mean, 0.3)), sample_index=t % 4)
         decisions.setdefault(round_bucket(r), []).append(d)
     return decisions
 
@@ -99,14 +115,13 @@ def test_every_round_bucket_meets_the_bound_under_drift_questions_and_shift(alph
 
 def test_a_first_step_bank_without_adaptation_misses_alpha_on_the_same_stream():
     cfg = RunConfig(calibration="marginal", alpha=0.25, warmup=20, grow_bank=True)
-    judge = Judge(cfg)
+    judge, banks = run_decider(cfg)
     rng = np.random.default_rng(1)
-    judge.add("", rng.lognormal(1.0, 0.3, 20))
+    banks.add("", rng.lognormal(1.0, 0.3, 20))
     rejected = {1: 0, 2: 0}
     for t in range(1400):
         r = 1 + t % 2
-        _, d = judge.decide("q", r, float(rng.lognormal({1: 1.6}.get(r, 0.6), 0.3)),
-                            own_in_bank=False)
+        _, d = decide(judge, "q", r, float(rng.lognormal({1: 1.6}.get(r, 0.6), 0.3)))
         rejected[r] += d is not Decision.ACCEPT
     assert rejected[1] / 700 > 0.35 and rejected[2] / 700 < 0.15
 
@@ -136,7 +151,7 @@ def test_a_resumed_adaptive_run_restores_its_levels_from_the_recorded_decisions(
     """A resumed run used to restart every tracker at alpha; the recorded decisions, replayed
     in order, put each level where alpha_1 + gamma (k alpha - rejections) says it ended."""
     from atts.pipeline.calibration import Calibrator
-    from atts.runner.runner import recorded_decisions
+    from atts.runner.recorded import recorded_decisions
 
     def steps(call):
         return f"s ppl={random.Random(call.params.seed).lognormvariate(1.0, 0.4):.6f}\n\n"
@@ -152,10 +167,10 @@ def test_a_resumed_adaptive_run_restores_its_levels_from_the_recorded_decisions(
     async def unused(question_id: str, sample_index: int):
         raise AssertionError("a restore drafts nothing")
 
-    levels = Calibrator(cfg, unused, recorded_decisions=decisions).judge.levels()
+    levels = Calibrator(cfg, unused, recorded_decisions=decisions).decider.levels()
     expected: dict[int, list[bool]] = {}
-    for _, round_index, rejected in decisions:
-        expected.setdefault(min(round_index, 3), []).append(rejected)
+    for key, rejected in decisions:
+        expected.setdefault(min(key.round, 3), []).append(rejected)
     assert levels.keys() == expected.keys()
     for bucket, errs in expected.items():
         assert levels[bucket] == pytest.approx(0.25 + 0.05 * (0.25 * len(errs) - sum(errs)))
@@ -177,21 +192,20 @@ def test_smoothed_p_values_reject_at_alpha_with_ties_where_deterministic_ones_do
     assert deterministic / trials < alpha / 5
 
 
-def test_the_judge_draws_smoothed_p_values_reproducibly_per_step():
+def test_the_decider_draws_smoothed_p_values_reproducibly_per_step():
     cfg = RunConfig(calibration="marginal", warmup=8, pvalue="smoothed", seed=3)
-    first, second = Judge(cfg, [1.0] * 4 + [2.0] * 4), Judge(cfg, [1.0] * 4 + [2.0] * 4)
-    a = [first.decide("q", r, 1.0, own_in_bank=False, sample_index=s)[0]
-         for r in range(3) for s in range(3)]
-    b = [second.decide("q", r, 1.0, own_in_bank=False, sample_index=s)[0]
-         for r in range(3) for s in range(3)]
+    first, _ = run_decider(cfg, [1.0] * 4 + [2.0] * 4)
+    second, _ = run_decider(cfg, [1.0] * 4 + [2.0] * 4)
+    a = [decide(first, "q", r, 1.0, sample_index=s)[0] for r in range(3) for s in range(3)]
+    b = [decide(second, "q", r, 1.0, sample_index=s)[0] for r in range(3) for s in range(3)]
     assert a == b and len(set(a)) == len(a)  # same per step, different across steps
     assert all(4 / 9 < p <= 1.0 for p in a)  # (#{>} + U (1 + #{==})) / (n + 1): gt=4, eq=4
 
 
 def test_leave_one_out_smoothed_p_value_excludes_only_the_own_score():
     cfg = RunConfig(calibration="marginal", warmup=8, pvalue="smoothed")
-    judge = Judge(cfg, [1.0, 2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
-    p, _ = judge.decide("q", 0, 2.0, own_in_bank=True)
+    judge, _ = run_decider(cfg, [1.0, 2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    p, _ = decide(judge, "q", 0, 2.0, own_in_bank=True)
     assert 6 / 9 < p <= 8 / 9  # others: 6 above, 1 tie, n - 1 = 8
 
 

@@ -241,7 +241,8 @@ def test_every_run_flag_says_its_default_and_choices(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for expected in ("--strategy STRATEGY", "{atts, sync, target_only, draft_only, judge}",
+    for expected in ("--strategy STRATEGY",
+                     "{atts, sync, target_only, draft_only, judge, cascade, atts_cascade}",
                      "--calibration", "(default: adaptive)", "--engine",
                      "llama_cpp, transformers, fake, vllm, sglang, openai", "--cores",
                      "--draft-tokens", "(default: 160)"):

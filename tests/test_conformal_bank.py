@@ -1,4 +1,4 @@
-"""Banks: sorted growth, immutable snapshots, strata by mode, and what concurrent readers see."""
+"""Banks: sorted growth, immutable snapshots, and what concurrent readers (deciders) see."""
 
 from __future__ import annotations
 
@@ -11,14 +11,31 @@ import numpy as np
 import pytest
 
 from atts.conformal import (
-    BANK_MODES,
-    BankSet,
     BankSnapshot,
     CalibrationBank,
-    Decision,
+    Decider,
+    DecisionKey,
+    DecisionPolicy,
     Thresholds,
+    classify,
     p_value,
 )
+
+
+class OneBank:
+    """A CalibrationBank as a Decider's bank store: judged against, then added to."""
+
+    def __init__(self, bank: CalibrationBank) -> None:
+        self.bank = bank
+
+    def judging(self, key: DecisionKey, *, own_in_bank: bool = False) -> BankSnapshot:
+        return self.bank.snapshot()
+
+    def after(self, key: DecisionKey, score: float) -> None:
+        self.bank.add(score)
+
+    def where(self, key: DecisionKey) -> str:
+        return "the test bank"
 
 
 def test_add_keeps_the_bank_sorted_and_counts_every_score() -> None:
@@ -78,43 +95,15 @@ def test_public_snapshot_constructor_copies_checks_and_sorts() -> None:
         BankSnapshot([1.0, float("nan")])
 
 
-def test_snapshot_p_value_and_decide_agree_with_the_formula() -> None:
+def test_snapshot_p_values_agree_with_the_formula() -> None:
     rng = np.random.default_rng(1)
     cal = rng.lognormal(size=200)
     snap = CalibrationBank(cal).snapshot()
     q = rng.lognormal(size=100)
     np.testing.assert_array_equal(snap.p_value(q), p_value(cal, q))
     assert type(snap.p_value(float(q[0]))) is float
-    th = Thresholds(0.25, 0.05)
     for s in q[:20]:
-        p, d = snap.decide(float(s), th)
-        assert p == p_value(cal, float(s)) and d is th.classify(p)
-    ps, ds = snap.decide_many(q, th)
-    np.testing.assert_array_equal(ps, p_value(cal, q))
-    assert list(ds) == [th.classify(x) for x in ps]
-    assert snap.decide(1e9, th)[1] is Decision.REGENERATE
-    assert snap.decide(-1e9, th)[1] is Decision.ACCEPT
-
-
-def test_decide_with_rng_uses_the_randomised_p_value() -> None:
-    snap = BankSnapshot([1.0] * 30)  # all tied: deterministic p is always 1
-    th = Thresholds(0.5)
-    assert snap.decide(1.0, th) == (1.0, Decision.ACCEPT)
-    rng = np.random.default_rng(3)
-    ps = [snap.decide(1.0, th, rng=rng)[0] for _ in range(400)]
-    assert 0.4 < float(np.mean(np.array(ps) <= 0.5)) < 0.6
-
-
-def test_decide_guards_empty_and_too_small_banks() -> None:
-    th = Thresholds(0.1)
-    with pytest.raises(ValueError, match="empty"):
-        CalibrationBank().snapshot().decide(1.0, th)
-    small = CalibrationBank(np.arange(8.0)).snapshot()
-    with pytest.raises(ValueError, match=r"holds 8 scores.*at least 9"):
-        small.decide(1.0, th)
-    with pytest.raises(ValueError, match="at least 9"):
-        small.decide_many([1.0], th)
-    CalibrationBank(np.arange(9.0)).snapshot().decide(1.0, th)
+        assert snap.p_value_of(float(s)) == p_value(cal, float(s))
 
 
 def test_add_refuses_non_finite_and_non_numbers_without_changing_the_bank() -> None:
@@ -125,50 +114,6 @@ def test_add_refuses_non_finite_and_non_numbers_without_changing_the_bank() -> N
     with pytest.raises(ValueError, match="number or an iterable"):
         bank.add(None)  # type: ignore[arg-type]
     assert len(bank) == 1
-
-
-@pytest.mark.parametrize("mode", BANK_MODES)
-def test_bank_set_strata_by_mode(mode: str) -> None:
-    banks = BankSet(mode)
-    assert banks.mode == mode
-    for q in ("q1", "q2"):
-        for r in (0, 1, 2):
-            banks.add([float(r)] * (1 + r), question_id=q, round_index=r)
-    expected = {
-        "marginal": {"marginal": 12},
-        "question": {"q1": 6, "q2": 6},
-        "round": {0: 2, 1: 4, 2: 6},
-    }[mode]
-    assert banks.sizes() == expected
-    assert banks.snapshot("q1", 2).n == expected[banks.key("q1", 2)]
-    assert banks.bank("q1", 2) is banks.bank("q1", 2)
-    unseen = banks.snapshot("q-new", 7)
-    if mode == "question" or mode == "round":
-        assert unseen.n == 0
-        with pytest.raises(ValueError, match="empty"):
-            unseen.decide(1.0, Thresholds(0.2))
-
-
-def test_question_banks_are_separate_and_marginal_pools() -> None:
-    per_q = BankSet("question")
-    pooled = BankSet("marginal")
-    for banks in (per_q, pooled):
-        banks.add(np.arange(10.0), question_id="easy", round_index=0)
-        banks.add(np.arange(100.0, 110.0), question_id="hard", round_index=0)
-    assert per_q.snapshot("easy", 0).p_value(50.0) == 1 / 11  # stranger than all of "easy"
-    assert pooled.snapshot("easy", 0).p_value(50.0) == 11 / 21
-
-
-def test_bank_set_validates_mode_and_keys() -> None:
-    with pytest.raises(ValueError, match=r"valid modes: 'marginal'.*'question'.*'round'"):
-        BankSet("per-question")
-    banks = BankSet("round")
-    with pytest.raises(ValueError, match="round_index must be an int >= 0"):
-        banks.add(1.0, question_id="q", round_index=-1)
-    with pytest.raises(ValueError, match="round_index must be an int"):
-        banks.snapshot("q", 1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="question_id must be a str"):
-        banks.bank(3, 0)  # type: ignore[arg-type]
 
 
 def _check_reader(snaps: list[BankSnapshot]) -> None:
@@ -205,7 +150,7 @@ def test_threads_adding_while_others_decide_see_consistent_snapshots() -> None:
                 if not seen[slot] or snap is not seen[slot][-1]:
                     seen[slot].append(snap)
                 if snap.n >= th.min_bank_size:
-                    snap.decide(500.0, th)
+                    classify(snap.p_value_of(500.0), th.alpha, th.alpha_discard)
         except BaseException as err:  # surfaced in the main thread below
             errors.append(err)
 
@@ -229,10 +174,12 @@ def test_threads_adding_while_others_decide_see_consistent_snapshots() -> None:
 
 
 def test_asyncio_tasks_and_threads_together() -> None:
-    """200 asyncio tasks decide-then-add on one event loop while two threads add batches; the
-    bank ends with every score and each task only ever saw sorted, non-shrinking snapshots."""
+    """200 asyncio tasks decide-then-add through one Decider on one event loop while two
+    threads add batches; the bank ends with every score and each task only ever saw sorted,
+    non-shrinking snapshots."""
     bank = CalibrationBank(np.arange(20.0))
     th = Thresholds(0.1, 0.05)
+    decider = Decider(DecisionPolicy(th), OneBank(bank))
 
     def thread_add(seed: int) -> None:
         rng = np.random.default_rng(seed)
@@ -246,10 +193,10 @@ def test_asyncio_tasks_and_threads_together() -> None:
             snap = bank.snapshot()
             snaps.append(snap)
             score = float(rng.normal())
-            p, decision = snap.decide(score, th)
-            assert decision is th.classify(p)
+            verdict = decider.decide(DecisionKey(f"q{seed}"), score)  # decide, then add
+            assert verdict.p_value is not None
+            assert verdict.decision is classify(verdict.p_value, th.alpha, th.alpha_discard)
             await asyncio.sleep(0)
-            bank.add(score)
         return snaps
 
     async def main() -> list[list[BankSnapshot]]:

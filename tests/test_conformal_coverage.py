@@ -16,6 +16,11 @@ in the grid, 660): Bonferroni, so a correct implementation fails anywhere with p
 most 0.001 (and, with fixed seeds, deterministically passes). With N = 6000 trials and
 alpha = 0.25 that tolerance is about +-0.026 around the band.
 
+Every p-value comes from the code runs execute: a ``Decider`` (deterministic or smoothed, seeded
+per key as in a run) over ``StrataBanks`` (one pooled bank, per-question banks, round strata,
+or one bank that grows after every decision: the server's bank and the question-level bank of
+escalation), and every rejection from ``classify``, the one rule.
+
 Why the trials are independent Bernoullis with the stated rates: marginal and grouped trials use
 fresh draws per repetition (and per group). Online, position t decides score t against the t-1
 before it (bank >= n0): for continuous scores the deterministic rejections depend only on
@@ -32,7 +37,15 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from atts.conformal import BankSet, CalibrationBank, Decision, Thresholds
+from atts.conformal import (
+    Decider,
+    Decision,
+    DecisionKey,
+    DecisionPolicy,
+    StrataBanks,
+    Thresholds,
+    classify,
+)
 
 ALPHAS = (0.1, 0.25, 0.4)
 NS = (10, 20, 50, 100, 1000)
@@ -120,54 +133,79 @@ def _rng(setting: str, dist: str, n: int) -> np.random.Generator:
     return np.random.default_rng([SETTINGS.index(setting), DISTS.index(dist), n, 20260101])
 
 
+# The p-value does not depend on alpha: one policy at the smallest alpha (the bank-size guard
+# allows every n of the grid) gives the p-values every alpha of the grid is checked on.
+DETERMINISTIC = DecisionPolicy(Thresholds(min(ALPHAS)))
+SMOOTHED = DecisionPolicy(Thresholds(min(ALPHAS)), smoothed=True, seed=20260101)
+
+
+def p_values(banks: StrataBanks, key: DecisionKey, score: float) -> tuple[float, float]:
+    """The deterministic and smoothed p-values two run Deciders give ``score`` at ``key``.
+    The deterministic Decider only reads (its ``after`` would add the score a second time to
+    a growing bank); the smoothed one decides as a run does, then adds."""
+    det = Decider(DETERMINISTIC, banks).banks.judging(key).p_value_of(score)
+    verdict = Decider(SMOOTHED, banks).decide(key, score)
+    assert verdict.p_value is not None
+    return det, verdict.p_value
+
+
 def simulate_marginal(dist: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """TRIALS repetitions: a fresh bank of n scores decides one fresh score."""
+    """TRIALS repetitions: a fresh pooled bank of n scores decides one fresh score."""
     rng = _rng("marginal", dist, n)
     data = draw(dist, rng, (TRIALS, n + 1))  # row r: n calibration scores, then the test score
     det, ran = np.empty(TRIALS), np.empty(TRIALS)
     for r in range(TRIALS):
-        snap = CalibrationBank(data[r, :n]).snapshot()
-        det[r] = snap.p_value(float(data[r, n]))
-        ran[r] = snap.p_value(float(data[r, n]), randomized=True, rng=rng)
+        banks = StrataBanks(initial=data[r, :n])
+        det[r], ran[r] = p_values(banks, DecisionKey(f"t{r}"), float(data[r, n]))
     return det, ran
 
 
+def group_banks(mode: str, n: int, scores: np.ndarray) -> StrataBanks:
+    """GROUPS groups' n scores each, in per-question banks or in round strata (group g is
+    round g; round 0 is the pooled bank, the others their own strata once they hold n)."""
+    if mode == "question":
+        banks = StrataBanks(per_question=True)
+        for g in range(GROUPS):
+            banks.add(f"q{g}", scores[g])
+        return banks
+    banks = StrataBanks(strata="round", warmup_size=n)
+    banks.add("", scores[0])
+    for g in range(1, GROUPS):
+        banks.add_round(g, scores[g])
+    return banks
+
+
 def simulate_groups(mode: str, dist: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """GROUPS strata of different laws (scale and shift per group) share one BankSet; each
-    group's bank holds only its own n scores and decides one fresh score of its own law."""
+    """GROUPS strata of different laws (scale and shift per group) share one run's banks;
+    each group's bank holds only its own n scores and decides one fresh score of its law."""
     rng = _rng(mode, dist, n)
     reps = TRIALS // GROUPS
     scale = np.arange(1, GROUPS + 1, dtype=np.float64)[None, :, None]
     data = draw(dist, rng, (reps, GROUPS, n + 1)) * scale + 3.0 * scale
     det, ran = np.empty((reps, GROUPS)), np.empty((reps, GROUPS))
     for r in range(reps):
-        banks = BankSet(mode)
+        banks = group_banks(mode, n, data[r, :, :n])
         for g in range(GROUPS):
-            banks.add(data[r, g, :n], question_id=f"q{g}", round_index=g)
-        for g in range(GROUPS):
-            snap = banks.snapshot(f"q{g}", g)
-            assert snap.n == n
-            det[r, g] = snap.p_value(float(data[r, g, n]))
-            ran[r, g] = snap.p_value(float(data[r, g, n]), randomized=True, rng=rng)
+            key = DecisionKey(f"q{g}", r, g)
+            assert banks.judging(key).n == n
+            det[r, g], ran[r, g] = p_values(banks, key, float(data[r, g, n]))
     return det.ravel(), ran.ravel()
 
 
 def simulate_online(dist: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Exchangeable streams: after a warm-up of n scores, each next score is decided against the
-    bank so far and then added to it (the bank grows from n to n + ONLINE_POSITIONS - 1)."""
+    bank so far and then added to it by the Decider (the bank grows from n to
+    n + ONLINE_POSITIONS - 1): the server's bank, and escalation's bank of questions."""
     rng = _rng("online", dist, n)
     reps = TRIALS // ONLINE_POSITIONS
     data = draw(dist, rng, (reps, n + ONLINE_POSITIONS))
     det, ran = np.empty((reps, ONLINE_POSITIONS)), np.empty((reps, ONLINE_POSITIONS))
     for r in range(reps):
-        bank = CalibrationBank(data[r, :n])
+        banks = StrataBanks(grow=True, initial=data[r, :n])
         for j in range(ONLINE_POSITIONS):
-            score = float(data[r, n + j])
-            snap = bank.snapshot()
-            det[r, j] = snap.p_value(score)
-            ran[r, j] = snap.p_value(score, randomized=True, rng=rng)
-            bank.add(score)
-        assert len(bank) == n + ONLINE_POSITIONS
+            det[r, j], ran[r, j] = p_values(banks, DecisionKey(f"t{r}", j),
+                                            float(data[r, n + j]))
+        assert banks.size() == n + ONLINE_POSITIONS
     return det.ravel(), ran.ravel()
 
 
@@ -176,8 +214,7 @@ def band_failures(p: np.ndarray, n: int, *, lower: bool, label: str) -> list[str
     failures = []
     trials = p.size
     for alpha in ALPHAS:
-        rejected = Thresholds(alpha).classify_many(p) != Decision.ACCEPT
-        k = int(rejected.sum())
+        k = sum(classify(float(x), alpha, 0.0) is not Decision.ACCEPT for x in p)
         rate = k / trials
         up = binom_sf(k, trials, alpha)
         if up < LEVEL:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from atts.conformal import Decision, Thresholds, alpha_for_budget
+from atts.conformal import Decision, Thresholds, alpha_for_budget, classify
 
 
 def test_decision_is_a_string_enum_matching_the_run_format() -> None:
@@ -37,21 +37,14 @@ TABLE = [
 
 @pytest.mark.parametrize(("alpha", "alpha_discard", "p", "expected"), TABLE)
 def test_classify_table(alpha: float, alpha_discard: float, p: float, expected: Decision) -> None:
-    assert Thresholds(alpha, alpha_discard).classify(p) is expected
+    th = Thresholds(alpha, alpha_discard)
+    assert classify(p, th.alpha, th.alpha_discard) is expected
 
 
-def test_classify_many_agrees_with_classify() -> None:
-    rng = np.random.default_rng(0)
-    p = np.concatenate([rng.random(1000), [0.0, 0.1, 0.25, 1.0]])
-    for th in (Thresholds(0.25), Thresholds(0.25, 0.1), Thresholds(0.25, 0.25)):
-        many = th.classify_many(p)
-        assert many.shape == p.shape
-        assert list(many) == [th.classify(x) for x in p]
-    grid = Thresholds(0.25, 0.1).classify_many(np.array([[0.05, 0.2], [0.3, 0.1]]))
-    assert grid.tolist() == [
-        [Decision.REGENERATE, Decision.CONTINUE],
-        [Decision.ACCEPT, Decision.REGENERATE],
-    ]
+def test_the_discard_ratio_keeps_its_meaning() -> None:
+    assert Thresholds(0.25).discard_ratio == 0.0  # never regenerate
+    assert Thresholds(0.25, 0.25).discard_ratio == 1.0  # pure replacement
+    assert Thresholds(0.4, 0.1).discard_ratio == pytest.approx(0.25)
 
 
 def test_thresholds_are_frozen_and_normalised() -> None:
@@ -81,11 +74,8 @@ def test_bad_alpha_discard_message_says_what_to_use() -> None:
 
 @pytest.mark.parametrize("p", [-0.1, 1.1, float("nan")])
 def test_classify_refuses_values_that_are_not_p_values(p: float) -> None:
-    th = Thresholds(0.2)
     with pytest.raises(ValueError, match=r"\[0, 1\].*p_value"):
-        th.classify(p)
-    with pytest.raises(ValueError, match=r"\[0, 1\].*p_value"):
-        th.classify_many([0.5, p])
+        classify(p, 0.2, 0.0)
 
 
 def test_alpha_for_budget() -> None:

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from atts.perf.devices import Device, EngineSpec, ModelSpec, engine
-from atts.perf.replay import simulate
+from atts.perf.plan_run import simulate
 from atts.perf.roofline import Chunk, iteration_seconds, request_seconds
 from atts.perf.simulator import Signal, Simulation
 from atts.perf.workload import ParametricSpec, RoundPlan, SamplePlan, Workload, parametric

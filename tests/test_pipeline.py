@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from atts.config import RunConfig
-from atts.conformal import Thresholds
+from atts.conformal import classify
 from pipeline_helpers import config, engines, round_of, run
 
 
@@ -34,7 +34,6 @@ def test_target_intervenes_exactly_where_p_is_at_or_below_alpha(tmp_path):
     cfg = config(alpha=0.1, alpha_discard=0.03, rounds=4)
     draft, target = engines(cycling([50, 95, 99, 500]))
     _, rows = run(cfg, draft, target, tmp_path)
-    thresholds = Thresholds(0.1, 0.03)
     assert len(rows) == 4
     for row in rows:
         steps = row["steps"]
@@ -42,7 +41,7 @@ def test_target_intervenes_exactly_where_p_is_at_or_below_alpha(tmp_path):
         assert [d["decision"] for d in drafts] == ["accept", "continue", "regenerate", "regenerate"]
         for d in drafts:
             assert d["p_value"] == pytest.approx(p_of(d["score"]))
-            assert thresholds.classify(d["p_value"]).value == d["decision"]
+            assert classify(d["p_value"], 0.1, 0.03).value == d["decision"]
         # The target writes right after each rejected draft step, and only there.
         for i, s in enumerate(steps):
             if s["author"] == "target":
@@ -196,8 +195,9 @@ def test_the_strategy_registry_is_the_one_list_of_strategies():
     from atts.pipeline.strategies import STRATEGIES
 
     assert set(STRATEGIES) == set(NAMES)  # config validates names without importing pipeline
-    assert [s.name for s in STRATEGIES.values() if s.calibrated] == ["atts"]
+    assert [s.name for s in STRATEGIES.values() if s.calibrated] == ["atts", "atts_cascade"]
     assert [s.name for s in STRATEGIES.values() if s.barrier] == ["sync"]
+    assert [s.name for s in STRATEGIES.values() if s.escalates] == ["cascade", "atts_cascade"]
 
 
 @pytest.mark.parametrize("strategy", ["target_only", "judge", "sync"])

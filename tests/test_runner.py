@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from atts.pipeline.sample import derive_seed
 from atts.runner.run_folder import RunFolder, RunFolderError
 from atts.runner.runner import execute, sample_specs
+from atts.seeds import derive_seed
 from pipeline_helpers import config, engines, problems, round_of, run
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -9,7 +9,14 @@ import json
 import httpx
 import pytest
 
-from atts.conformal import BankMismatchError, Decision, Thresholds, load_bank, min_bank_size
+from atts.conformal import (
+    BankMismatchError,
+    Decision,
+    DecisionKey,
+    Thresholds,
+    load_bank,
+    min_bank_size,
+)
 from atts.serve.calibration import SERVE_PROMPT, RequestCalibrator, ServeBank, bank_fingerprint
 from atts.serve.settings import ServeSettings
 from test_serve_helpers import USER, config, engines, running, service
@@ -18,7 +25,10 @@ FINGERPRINT = {"draft": "d", "target": "t"}
 
 
 def decide(calibrator: RequestCalibrator, score: float):
-    return asyncio.run(calibrator.decide("q", 0, score, own_in_bank=False))
+    """A step's (p, decision) as the atts strategy takes it: wait until ready, then decide."""
+    asyncio.run(calibrator.ready("q"))
+    verdict = calibrator.decider.decide(DecisionKey("q"), score)
+    return verdict.p_value, verdict.decision
 
 
 def test_warm_up_sends_steps_to_the_target_without_a_p_value_until_alpha_can_reject():
@@ -27,19 +37,18 @@ def test_warm_up_sends_steps_to_the_target_without_a_p_value_until_alpha_can_rej
     assert min_bank_size(0.25) == 3
     for expected_n in range(3):
         assert len(bank) == expected_n
-        assert decide(calibrator, 1.0) == (None, Decision.CONTINUE)
-        calibrator.add("q", 1.0 + expected_n)  # the strategy adds after deciding
+        assert decide(calibrator, 1.0 + expected_n) == (None, Decision.CONTINUE)
+    assert len(bank) == 3  # each warm-up score joined the bank after its decision
     assert calibrator.warmup_steps == 3
     # n = 3 = min_bank_size: p = (1 + #{s_i >= s}) / 4; only a score above all three rejects.
     assert decide(calibrator, 10.0) == (0.25, Decision.CONTINUE)
-    assert decide(calibrator, 2.5) == (0.5, Decision.ACCEPT)
-    assert decide(calibrator, 0.5) == (1.0, Decision.ACCEPT)
+    assert decide(calibrator, 2.5) == (0.6, Decision.ACCEPT)  # n = 4 now: 10.0 joined
     assert calibrator.warmup_steps == 3
 
 
 def test_the_p_value_is_the_conformal_one_and_alpha_discard_regenerates():
     bank = ServeBank(FINGERPRINT, scores=range(1, 100))
-    calibrator = RequestCalibrator(bank, Thresholds(0.1, 0.03), grows=True)
+    calibrator = RequestCalibrator(bank, Thresholds(0.1, 0.03), grows=False)  # a fixed bank
     for score, p, decision in [(50, 0.51, Decision.ACCEPT), (95, 0.06, Decision.CONTINUE),
                                (99, 0.02, Decision.REGENERATE)]:
         got_p, got = decide(calibrator, score)
@@ -48,9 +57,9 @@ def test_the_p_value_is_the_conformal_one_and_alpha_discard_regenerates():
 
 def test_a_request_off_the_fingerprinted_step_settings_does_not_grow_the_bank():
     bank = ServeBank(FINGERPRINT, scores=[1.0, 2.0, 3.0])
-    RequestCalibrator(bank, Thresholds(0.25), grows=False).add("q", 5.0)
+    decide(RequestCalibrator(bank, Thresholds(0.25), grows=False), 5.0)
     assert len(bank) == 3
-    RequestCalibrator(bank, Thresholds(0.25), grows=True).add("q", 5.0)
+    decide(RequestCalibrator(bank, Thresholds(0.25), grows=True), 5.0)
     assert len(bank) == 4
 
 

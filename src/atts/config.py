@@ -11,15 +11,15 @@ import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from atts.conformal import min_bank_size
 from atts.conformal.scores import DEFAULT_TAIL_K, SCORES, score_rule
 from atts.engines.compute import ComputePlan, machine_cores, plan_compute
 from atts.errors import AttsError
+from atts.grading.agreement import QUESTION_SCORES
 
-STRATEGIES = ("atts", "sync", "target_only", "draft_only", "judge")
+STRATEGIES = ("atts", "sync", "target_only", "draft_only", "judge", "cascade", "atts_cascade")
 CALIBRATIONS = ("question", "marginal", "file", "adaptive")
 STRATA = ("auto", "none", "round", "question_round")
 PVALUES = ("deterministic", "smoothed")
@@ -28,13 +28,17 @@ ENGINES = ("llama_cpp", "transformers", "fake", "vllm", "sglang", "openai")
 REMOTE_ENGINES = ("vllm", "sglang", "openai")
 FORCE_AUTHORS = ("auto", "target", "draft", "none")
 ADMISSIONS = ("sample", "question")
+ESCALATE_LEVELS = ("fixed", "adaptive")
+ESCALATE_VOTES = ("target", "all")
 
 
 # The keys whose values come from a fixed list: validation and the CLI's help read this.
 CHOICES: dict[str, tuple[str, ...]] = {
     "strategy": STRATEGIES, "calibration": CALIBRATIONS, "strata": STRATA, "pvalue": PVALUES,
     "adaptive_strata": ADAPTIVE_STRATA, "engine": ENGINES, "force_answer": FORCE_AUTHORS,
-    "score": SCORES, "admission": ADMISSIONS,
+    "score": SCORES, "admission": ADMISSIONS, "escalate_score": tuple(QUESTION_SCORES),
+    "escalate_pvalue": PVALUES, "escalate_levels": ESCALATE_LEVELS,
+    "escalate_vote": ESCALATE_VOTES,
 }
 
 
@@ -90,6 +94,19 @@ class RunConfig:
     adaptive_gamma: float = 0.05  # chosen by replay (BENCHMARKS.md, Rate control)
     adaptive_strata: str = "round"
 
+    # Question-level escalation (cascade, atts_cascade; pipeline/escalation.py): once a
+    # question's N first samples are in, the disagreement of their answers gets a conformal
+    # p-value against earlier questions'; p <= escalate_alpha hands the question to the
+    # target, which writes N samples of its own: P(escalate) <= escalate_alpha.
+    escalate_alpha: float = 0.7
+    escalate_score: str = "disagreement"  # or entropy (grading/agreement.py)
+    escalate_pvalue: str = "smoothed"  # N answers tie often: the exact p-value under ties
+    escalate_levels: str = "fixed"  # adaptive: one ACI tracker, for drift across questions
+    escalate_vote: str = "target"  # maj@N of an escalated question: the target's or all
+    # The first questions wait for each other until this many are in (raised to what
+    # escalate_alpha needs), then are decided leave-one-out: no forced escalations.
+    escalate_warmup: int = 4
+
     # Models and engines.
     engine: str = "llama_cpp"
     draft: str = "qwen2.5-coder-0.5b"
@@ -138,13 +155,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         # Every problem at once, one line: a user fixes them in one go, not one per run.
         check = _Problems()
-        check(self.strategy in STRATEGIES, "strategy", f"choose one of {', '.join(STRATEGIES)}")
-        check(
-            self.calibration in CALIBRATIONS,
-            "calibration",
-            f"choose one of {', '.join(CALIBRATIONS)}",
-        )
-        check(self.score in SCORES, "score", f"choose one of {', '.join(SCORES)}")
+        for key, choices in CHOICES.items():  # every key whose values come from a fixed list
+            check(getattr(self, key) in choices, key, f"choose one of {', '.join(choices)}")
         check(self.score_k >= 1, "score_k", f"must be >= 1, got {self.score_k}")
         check(0 <= self.judge_threshold <= 9, "judge_threshold",
                f"must lie in [0, 9] (the rating is one digit), got {self.judge_threshold}")
@@ -155,14 +167,10 @@ class RunConfig:
             f"score={self.score} needs the draft's log-probabilities from its generation, which "
             f"the remote engines do not return yet; use ppl, max_surprisal or tail_mean",
         )
-        check(self.strata in STRATA, "strata", f"choose one of {', '.join(STRATA)}")
-        check(self.pvalue in PVALUES, "pvalue", f"choose one of {', '.join(PVALUES)}")
-        check(
-            self.adaptive_strata in ADAPTIVE_STRATA,
-            "adaptive_strata",
-            f"choose one of {', '.join(ADAPTIVE_STRATA)}",
-        )
         check(0 < self.adaptive_gamma < 1, "adaptive_gamma", "must lie in (0, 1)")
+        check(0 < self.escalate_alpha < 1, "escalate_alpha",
+              f"must lie in (0, 1) (the share of questions the target may take), got "
+              f"{self.escalate_alpha}")
         if self.calibration == "adaptive":
             check(
                 not self.grow_bank,
@@ -181,12 +189,6 @@ class RunConfig:
                 "grow_bank",
                 "round strata already grow their banks; leave grow_bank off",
             )
-        check(self.engine in ENGINES, "engine", f"choose one of {', '.join(ENGINES)}")
-        check(
-            self.force_answer in FORCE_AUTHORS,
-            "force_answer",
-            f"choose one of {', '.join(FORCE_AUTHORS)}",
-        )
         check(0 < self.alpha < 1, "alpha", f"must lie in (0, 1), got {self.alpha}")
         check(
             self.alpha_discard is None or 0 <= self.alpha_discard <= self.alpha,
@@ -215,6 +217,8 @@ class RunConfig:
         check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 (or unset)")
         check(self.offset >= 0, "offset", f"must be >= 0, got {self.offset}")
         check(self.warmup >= 1, "warmup", f"must be >= 1, got {self.warmup}")
+        check(self.escalate_warmup >= 1, "escalate_warmup",
+              f"must be >= 1, got {self.escalate_warmup}")
         check(0 <= self.min_rounds <= self.rounds, "min_rounds", "must lie in [0, rounds]")
         check(0 <= self.sync_budget <= self.samples, "sync_budget", "must lie in [0, samples]")
         check(self.temperature >= 0, "temperature", "must be >= 0")
@@ -265,6 +269,12 @@ class RunConfig:
         return max(self.warmup, min_bank_size(self.alpha) + 1)
 
     @property
+    def escalate_warmup_size(self) -> int:
+        """Questions whose scores fill the escalation bank before the first decision: at least
+        what escalate_alpha needs with the question itself left out."""
+        return max(self.escalate_warmup, min_bank_size(self.escalate_alpha) + 1)
+
+    @property
     def discard_level(self) -> float:
         """``alpha_discard`` with null resolved to alpha (pure regeneration)."""
         return self.alpha if self.alpha_discard is None else self.alpha_discard
@@ -280,6 +290,11 @@ class RunConfig:
     def draft_logprobs(self) -> bool:
         """Whether draft steps must carry the draft's own log-probabilities (the llr score)."""
         return score_rule(self.score).needs_draft_logprobs
+
+    @property
+    def escalates(self) -> bool:
+        """Whether questions whose samples disagree are handed to the target."""
+        return self.strategy in ("cascade", "atts_cascade")
 
     @property
     def forced_answer_author(self) -> str | None:
@@ -319,39 +334,11 @@ class RunConfig:
 
 
 def resolve_force_answer(force_answer: str, strategy: str) -> str:
-    """``force_answer`` with ``auto`` resolved: the draft for draft_only, else the target."""
+    """``force_answer`` with ``auto`` resolved: the draft where the draft writes alone
+    (draft_only, and the cascade's first samples), else the target."""
     if force_answer == "auto":
-        return "draft" if strategy == "draft_only" else "target"
+        return "draft" if strategy in ("draft_only", "cascade") else "target"
     return force_answer
-
-
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a YAML recipe: a flat mapping of configuration keys to values."""
-    import yaml
-
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"recipe {file} does not exist; pass the path of a YAML file")
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"recipe {file} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe {file} must be a mapping of key: value, got {type(data)}")
-    return data
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs; values are read as YAML scalars (``0.1``, ``true``, ``null``)."""
-    import yaml
-
-    result: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
-        result[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw else ""
-    return result
 
 
 class _Problems:

@@ -12,7 +12,8 @@ from collections.abc import Collection
 from dataclasses import fields
 from typing import Any
 
-from atts.config import CHOICES, RunConfig, load_recipe, parse_overrides
+from atts.config import CHOICES, RunConfig
+from atts.recipes import load_recipe, parse_overrides
 
 HELP = {
     "dataset": "gsm8k, math500, math100, aime24, aime25, amc23, or jsonl:PATH",
@@ -20,7 +21,8 @@ HELP = {
     "offset": "skip this many problems first",
     "ids": "comma-separated problem ids",
     "samples": "N parallel samples per question",
-    "strategy": "what solves the questions",
+    "strategy": "what solves the questions (cascade: the draft, then the target for the "
+                "questions whose samples disagree; atts_cascade: ATTS, then the same)",
     "alpha": "reject a draft step (hand it to the target) iff its p-value <= alpha",
     "alpha_discard": "regenerate instead of continue iff p <= alpha_discard (0: never; null, "
                      "via --set alpha_discard=null: equal to alpha, every rejection regenerated)",
@@ -58,6 +60,16 @@ HELP = {
     "pvalue": "deterministic (1 + #{s_i >= s}) / (n + 1), or smoothed (exact under ties)",
     "adaptive_gamma": "adaptive: step of the working level, alpha_t += gamma (alpha - err)",
     "adaptive_strata": "adaptive: one level per round bucket, per question too, or one",
+    "escalate_alpha": "cascade, atts_cascade: the share of questions the target may take; a "
+                      "question escalates iff its disagreement's p-value <= this",
+    "escalate_score": "cascade: how a question's first answers disagree (1 - top vote share, "
+                      "or the entropy of the shares)",
+    "escalate_pvalue": "cascade: the question p-value (smoothed: exact under ties)",
+    "escalate_levels": "cascade: a fixed level, or one adaptive level for drifting questions",
+    "escalate_vote": "cascade: maj@N of an escalated question from the target's samples or "
+                     "from all of its samples",
+    "escalate_warmup": "cascade: the first questions wait until this many are in, then are "
+                       "decided leave-one-out (raised to what escalate_alpha needs)",
     "n_ctx": "tokens per sequence of the in-process engines (prompt + steps must fit)",
     "draft_url": "remote engines: the draft server's base URL(s), comma-separated",
     "target_url": "remote engines: the target server's base URL(s), comma-separated",

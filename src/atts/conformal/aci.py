@@ -15,7 +15,9 @@ What it guarantees: the long-run *frequency* of rejections in each tracked strat
 sequence of scores.  What it does not: a step's rejection is not an exchangeable event with
 probability <= alpha (the split-conformal guarantee), and over a short stream the rate may sit
 up to the bound away from alpha.  ``AdaptiveLevels`` keeps one tracker per stratum (a round
-bucket, optionally per question), so every round, not only their average, meets alpha.
+bucket, optionally per question), so every round, not only their average, meets alpha.  The
+decision at a working level is ``atts.conformal.decision.classify`` (reject iff p <= alpha_t),
+taken by the ``Decider``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from atts.conformal.decision import Decision
 from atts.conformal.pvalue import check_alpha
 
-__all__ = ["AdaptiveLevel", "AdaptiveLevels", "aci_bound", "classify_at"]
+__all__ = ["AdaptiveLevel", "AdaptiveLevels", "aci_bound"]
 
 
 def aci_bound(alpha_1: float, gamma: float, steps: int) -> float:
@@ -34,17 +35,6 @@ def aci_bound(alpha_1: float, gamma: float, steps: int) -> float:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     return (max(alpha_1, 1.0 - alpha_1) + gamma) / (gamma * steps)
-
-
-def classify_at(p: float, level: float, discard_ratio: float) -> Decision:
-    """The ordinal decision at a working level: reject iff p <= level (docs/METHOD.md section 4);
-    a rejected step is regenerated iff p <= discard_ratio * level, so ``alpha_discard / alpha``
-    keeps its meaning (0: never regenerate, 1: pure replacement) as the level moves."""
-    if p > level:
-        return Decision.ACCEPT
-    if discard_ratio > 0.0 and p <= discard_ratio * level:
-        return Decision.REGENERATE
-    return Decision.CONTINUE
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,8 @@ swaps the reference in one assignment. `snapshot()` takes no lock: it reads that
 - `add` never awaits, so from asyncio it is one atomic step; it may block the event loop for the
   O(n) copy (about a millisecond at 10^6 scores): batch scores where you can.
 
-A `BankSet` groups banks by a key chosen by its mode (validated): "marginal" (one pooled bank),
-"question" (one bank per question: conditional coverage), "round" (one bank per round index:
-Mondrian strata). A key seen for the first time gets an empty bank; deciding against an empty
-or too small bank raises the guard of `atts.conformal.pvalue`.
+Which bank judges which step (strata) is ``atts.conformal.strata``; what a score against a
+snapshot decides is ``atts.conformal.decider``.
 """
 
 from __future__ import annotations
@@ -30,20 +28,9 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
-from atts.conformal.decision import Decision, Thresholds
-from atts.conformal.pvalue import (
-    FloatArray,
-    check_bank_size,
-    check_finite,
-    p_value_of,
-    p_value_sorted,
-)
+from atts.conformal.pvalue import FloatArray, check_finite, p_value_of, p_value_sorted
 
-__all__ = ["BANK_MODES", "BankKey", "BankSet", "BankSnapshot", "CalibrationBank"]
-
-BANK_MODES = ("marginal", "question", "round")
-BankKey = str | int
-
+__all__ = ["BankSnapshot", "CalibrationBank"]
 
 def _frozen(array: FloatArray) -> FloatArray:
     array.setflags(write=False)
@@ -52,7 +39,7 @@ def _frozen(array: FloatArray) -> FloatArray:
 
 @dataclass(frozen=True, eq=False, repr=False, init=False)
 class BankSnapshot:
-    """An immutable, sorted bank of n scores, and the decisions taken against it.
+    """An immutable, sorted bank of n scores, and the p-values of scores against it.
 
     `BankSnapshot(scores)` copies, checks (finite, 1-D) and sorts; banks build snapshots
     through a trusted path that skips both.
@@ -127,38 +114,10 @@ class BankSnapshot:
         """Conformal p-value(s) of `scores` against this bank (see `atts.conformal.p_value`)."""
         return p_value_sorted(self.scores, scores, randomized=randomized, rng=rng)
 
-    def decide(
-        self, score: float, thresholds: Thresholds, rng: np.random.Generator | None = None
-    ) -> tuple[float, Decision]:
-        """p-value and decision for one step; randomised tie-breaking iff `rng` is given.
-
-        Raises ValueError while the bank is too small for `thresholds.alpha` to reject anything
-        (fewer than `thresholds.min_bank_size` scores).
-        """
-        if self.n < thresholds.min_bank_size:  # the guard's message, only when it fails
-            check_bank_size(self.n, thresholds.alpha)
-        p = self.p_value_of(float(score), rng=rng)
-        return p, thresholds.classify(p)
-
     def p_value_of(self, score: float, *, leave_one_out: bool = False,
                    rng: np.random.Generator | None = None) -> float:
         """One step's p-value (``atts.conformal.pvalue.p_value_of``)."""
         return p_value_of(self.scores, score, leave_one_out=leave_one_out, rng=rng)
-
-    def decide_many(
-        self,
-        scores: npt.ArrayLike,
-        thresholds: Thresholds,
-        rng: np.random.Generator | None = None,
-    ) -> tuple[FloatArray, npt.NDArray[np.object_]]:
-        """Vectorised `decide`: (p-values, object ndarray of Decision), shaped like `scores`."""
-        check_bank_size(self.n, thresholds.alpha)
-        query = np.asarray(scores, dtype=np.float64)
-        p = np.asarray(
-            p_value_sorted(self.scores, query, randomized=rng is not None, rng=rng),
-            dtype=np.float64,
-        )
-        return p, thresholds.classify_many(p)
 
 
 def _merge_sorted(current: FloatArray, new: FloatArray) -> FloatArray:
@@ -227,71 +186,3 @@ class CalibrationBank:
 
     def __repr__(self) -> str:
         return f"CalibrationBank(n={len(self)})"
-
-
-class BankSet:
-    """Banks keyed by stratum; `mode` picks the stratum: marginal, question or round."""
-
-    def __init__(self, mode: str = "marginal") -> None:
-        if mode not in BANK_MODES:
-            raise ValueError(
-                f"unknown calibration bank mode {mode!r}; valid modes: 'marginal' (one pooled "
-                "bank), 'question' (one bank per question: conditional coverage), 'round' "
-                "(one bank per round index: Mondrian strata)"
-            )
-        self._mode = mode
-        self._banks: dict[BankKey, CalibrationBank] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    def key(self, question_id: str, round_index: int) -> BankKey:
-        """The stratum a (question, round) belongs to under this mode."""
-        if not isinstance(question_id, str):
-            raise ValueError(f"question_id must be a str, got {question_id!r}")
-        if isinstance(round_index, bool) or not isinstance(round_index, (int, np.integer)):
-            raise ValueError(f"round_index must be an int >= 0, got {round_index!r}")
-        if round_index < 0:
-            raise ValueError(f"round_index must be an int >= 0, got {round_index!r}")
-        if self._mode == "question":
-            return question_id
-        if self._mode == "round":
-            return int(round_index)
-        return "marginal"
-
-    def bank(self, question_id: str, round_index: int) -> CalibrationBank:
-        """The bank of this stratum, created empty on first use."""
-        key = self.key(question_id, round_index)
-        found = self._banks.get(key)
-        if found is not None:
-            return found
-        with self._lock:
-            return self._banks.setdefault(key, CalibrationBank())
-
-    def add(
-        self,
-        score: float | Iterable[float] | npt.ArrayLike,
-        *,
-        question_id: str,
-        round_index: int,
-    ) -> int:
-        """Add score(s) to the stratum's bank; returns that bank's size."""
-        return self.bank(question_id, round_index).add(score)
-
-    def snapshot(self, question_id: str, round_index: int) -> BankSnapshot:
-        """The stratum's bank as it stands now (an empty snapshot for an unseen stratum)."""
-        found = self._banks.get(self.key(question_id, round_index))
-        if found is None:
-            return BankSnapshot._trusted(np.empty(0, dtype=np.float64))
-        return found.snapshot()
-
-    def sizes(self) -> dict[BankKey, int]:
-        """Bank size per stratum key ("marginal", a question id, or a round index)."""
-        with self._lock:
-            banks = list(self._banks.items())
-        return {key: len(bank) for key, bank in banks}
-
-    def __repr__(self) -> str:
-        return f"BankSet(mode={self._mode!r}, banks={len(self._banks)})"

@@ -8,6 +8,9 @@ Two levels `0 <= alpha_discard <= alpha < 1` split the p-value scale into three 
 
 `alpha_discard = 0` never regenerates (the authors' code); `alpha_discard = alpha` is pure
 replacement. Either way the target is called with probability <= alpha per step (section 3).
+
+``classify`` is the one place this rule is coded: fixed levels (``Thresholds``) and the moving
+level of adaptive calibration (``atts.conformal.aci``) both call it, through the ``Decider``.
 """
 
 from __future__ import annotations
@@ -17,11 +20,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
-import numpy.typing as npt
 
 from atts.conformal.pvalue import check_alpha, min_bank_size
 
-__all__ = ["Decision", "Thresholds", "alpha_for_budget"]
+__all__ = ["Decision", "Thresholds", "alpha_for_budget", "classify"]
 
 
 class Decision(StrEnum):
@@ -32,17 +34,20 @@ class Decision(StrEnum):
     REGENERATE = "regenerate"
 
 
-# Index = (p > alpha_discard) + (p > alpha): 0 regenerate, 1 continue, 2 accept.
-_BY_CODE = np.array([Decision.REGENERATE, Decision.CONTINUE, Decision.ACCEPT], dtype=object)
-
-
-def _check_p(p: float) -> float:
+def classify(p: float, reject_level: float, discard_level: float) -> Decision:
+    """The ordinal decision of one p-value (docs/METHOD.md section 4): reject iff
+    ``p <= reject_level``; a rejected step is regenerated iff ``p <= discard_level``, and a
+    ``discard_level`` of 0 never regenerates (the explicit ``> 0`` keeps that true for p == 0)."""
     value = float(p)
     if not (0.0 <= value <= 1.0):  # also rejects NaN
         raise ValueError(
             f"a p-value must lie in [0, 1], got {p!r}; compute it with atts.conformal.p_value"
         )
-    return value
+    if value > reject_level:
+        return Decision.ACCEPT
+    if discard_level > 0.0 and value <= discard_level:
+        return Decision.REGENERATE
+    return Decision.CONTINUE
 
 
 @dataclass(frozen=True)
@@ -73,30 +78,11 @@ class Thresholds:
         """Scores a bank needs before a step can be rejected at this alpha (warm-up size)."""
         return self._min_bank_size
 
-    def classify(self, p: float) -> Decision:
-        """Decision for one p-value."""
-        value = _check_p(p)
-        if value > self.alpha:
-            return Decision.ACCEPT
-        # The explicit `> 0` keeps "alpha_discard = 0 never regenerates" true even for p == 0.
-        if self.alpha_discard > 0.0 and value <= self.alpha_discard:
-            return Decision.REGENERATE
-        return Decision.CONTINUE
-
-    def classify_many(self, p: npt.ArrayLike) -> npt.NDArray[np.object_]:
-        """Vectorised `classify`: an object ndarray of `Decision`, same shape as `p`."""
-        arr = np.asarray(p, dtype=np.float64)
-        if arr.size and not ((arr >= 0.0) & (arr <= 1.0)).all():
-            bad = arr[~((arr >= 0.0) & (arr <= 1.0))]
-            raise ValueError(
-                f"p-values must lie in [0, 1], got {bad.flat[0]!r}; compute them with "
-                "atts.conformal.p_value"
-            )
-        code = (arr > self.alpha).astype(np.intp) + 1
-        if self.alpha_discard > 0.0:
-            code -= arr <= self.alpha_discard
-        out: npt.NDArray[np.object_] = _BY_CODE[code]
-        return out
+    @property
+    def discard_ratio(self) -> float:
+        """``alpha_discard / alpha``: the share of a moving level below which a rejected step is
+        regenerated, so the ratio keeps its meaning (0 never, 1 always) as the level moves."""
+        return self.alpha_discard / self.alpha
 
 
 def alpha_for_budget(budget: float, m: int) -> float:

@@ -55,7 +55,7 @@ class PlannedCall(Protocol):
 
 
 class CallBook(Protocol):
-    """What the engines read from the plans (``atts.perf.replay.PlanBook``)."""
+    """What the engines read from the plans (``atts.perf.plan_run.PlanBook``)."""
 
     def prompt(self, question: str) -> list[int]: ...
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atts.perf.devices import EngineSpec, MeasuredRates, engine
-from atts.perf.replay import SimResult, simulate
+from atts.perf.plan_run import SimResult, simulate
 from atts.perf.stats import RunStats, find_runs, load_run_stats, mean_load
 from atts.perf.workload import SIMULATED_STRATEGIES, ParametricSpec, parametric
 

@@ -10,7 +10,7 @@ iteration's end if a request arrives meanwhile, which is exactly what iteration-
 simulation gives.  An engine on measured rates (the CPU) runs one request at a time.
 
 The clock is a ``VirtualClockLoop``: the real runner drives these engines through
-``atts.perf.cost_engine`` (``atts.perf.replay`` puts them together); this module owns the
+``atts.perf.cost_engine`` (``atts.perf.plan_run`` puts them together); this module owns the
 engines' time and the ``Signal`` a request's caller awaits.
 """
 

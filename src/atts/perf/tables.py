@@ -8,7 +8,7 @@ from pathlib import Path
 
 from atts.perf import roofline, scenarios
 from atts.perf.devices import engine
-from atts.perf.replay import simulate
+from atts.perf.plan_run import simulate
 from atts.perf.report import table
 from atts.perf.workload import ParametricSpec, parametric
 

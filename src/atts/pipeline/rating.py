@@ -22,8 +22,8 @@ import re
 from atts.conformal import Decision
 from atts.engines.base import SamplingParams
 from atts.pipeline.sample import SampleEnv, SampleState, prefill_tokens, target_turn
-from atts.pipeline.seeds import derive_seed
 from atts.pipeline.trace import Step
+from atts.seeds import derive_seed
 
 RATING_CUE = (
     "(Check of the step above. How likely is it to be correct, from 0 = surely wrong to "

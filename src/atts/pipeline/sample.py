@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from atts.config import RunConfig
 from atts.engines.base import Generation, SamplingParams, StepScore, TokenSink
 from atts.grading import extract_boxed
+from atts.pipeline.barrier import SyncCoordinator
 from atts.pipeline.calibration import CalibratorLike
 from atts.pipeline.guarded import GuardedEngine
 from atts.pipeline.prompt import (
@@ -25,12 +25,8 @@ from atts.pipeline.prompt import (
     WAIT_CUE,
     close_forced_answer,
 )
-from atts.pipeline.seeds import derive_seed
 from atts.pipeline.trace import Author, SampleTrace, Step, StopReason, step_counters
-
-if TYPE_CHECKING:
-    from atts.pipeline.strategies import SyncCoordinator
-
+from atts.seeds import derive_seed
 
 TextSink = Callable[[str], None]  # told a sample's whole text so far
 

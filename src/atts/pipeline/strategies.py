@@ -10,19 +10,22 @@
 - ``judge``: the SpecReason baseline, the target rates each draft step 0-9 and regenerates
   the low-rated ones (``atts.pipeline.rating``).
 - ``target_only`` / ``draft_only``: the same loop with one model writing every step.
+- ``cascade`` / ``atts_cascade``: the draft (or ATTS) writes a question's N samples; if their
+  answers disagree, the question escalates and the target writes N samples of its own
+  (``atts.pipeline.escalation``; the runner schedules them).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypedDict
 
 from atts.config import RunConfig
-from atts.conformal import Decision
+from atts.conformal import Decision, DecisionKey
 from atts.conformal.scores import step_score
+from atts.pipeline.barrier import SyncCoordinator
 from atts.pipeline.calibration import CalibratorLike, ScoredDraft
 from atts.pipeline.rating import judge_round
 from atts.pipeline.sample import (
@@ -52,10 +55,11 @@ async def draft_and_score(state: SampleState, env: SampleEnv, round_index: int) 
     return ScoredDraft(generation, score, value)
 
 
-async def _judged_draft(
+async def _first_or_drafted(
     state: SampleState, env: SampleEnv, round_index: int
 ) -> tuple[ScoredDraft, bool]:
-    """This round's scored draft step; True when its score is a calibration score."""
+    """This round's scored draft step, and whether it is a pre-pass step: a first step drafted
+    by calibration, whose score is in the bank already (judged leave-one-out)."""
     if round_index == 0:
         stashed = await _calibrator(env).first_step(
             state.spec.question_id, state.spec.sample_index
@@ -89,7 +93,7 @@ def _scoring(drafted: ScoredDraft) -> _ScoringCounters:
 
 
 async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
-    drafted, calibration = await _judged_draft(state, env, round_index)
+    drafted, prepass = await _first_or_drafted(state, env, round_index)
     generation = drafted.generation
     if drafted.score is None:  # an empty step (the draft ended its message at once)
         state.append(Step(round_index, "draft", "", 0, t=state.elapsed(), **_scoring(drafted)),
@@ -97,17 +101,16 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
         return
     value = drafted.value
     assert value is not None  # a scored step has a score value
-    p, decision = await _calibrator(env).decide(
-        state.spec.question_id, round_index, value, own_in_bank=calibration,
-        sample_index=state.spec.sample_index,
-    )
+    calibrator = _calibrator(env)
+    await calibrator.ready(state.spec.question_id)
+    key = DecisionKey(state.spec.question_id, state.spec.sample_index, round_index)
+    verdict = calibrator.decider.decide(key, value, own_in_bank=prepass)
+    decision = verdict.decision
     decided_at = state.elapsed()
-    if env.config.grow_bank and not calibration:
-        _calibrator(env).add(state.spec.question_id, value)
     step = Step(
         round_index, "draft", generation.text, len(generation.token_ids),
-        kept=decision is not Decision.REGENERATE, score=value, p_value=p,
-        decision=decision.value, calibration=calibration, **_scoring(drafted),
+        kept=decision is not Decision.REGENERATE, score=value, p_value=verdict.p_value,
+        decision=decision.value, calibration=prepass, **_scoring(drafted),
         prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
         t=decided_at,
     )
@@ -118,49 +121,6 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
     if decision is not Decision.ACCEPT:
         state.reopen()  # a rejected step that ended the message: the target continues it
         await target_turn(state, env, round_index)
-
-
-@dataclass
-class _Round:
-    scores: list[float] = field(default_factory=list)
-    waiters: list[asyncio.Future[bool]] = field(default_factory=list)
-
-
-class SyncCoordinator:
-    """The per-question, per-round barrier of the synchronous baseline."""
-
-    def __init__(self, budget: int) -> None:
-        self._budget = budget
-        self._parties: dict[str, int] = {}
-        self._rounds: dict[str, _Round] = {}
-
-    def join(self, question_id: str) -> None:
-        self._parties[question_id] = self._parties.get(question_id, 0) + 1
-
-    def leave(self, question_id: str) -> None:
-        self._parties[question_id] -= 1
-        self._release_if_full(question_id)
-
-    async def rank(self, question_id: str, score: float) -> bool:
-        """Wait for every live sample of the question; True if this step is among the
-        ``budget`` highest scores of the round (it goes to the target)."""
-        current = self._rounds.setdefault(question_id, _Round())
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        current.scores.append(score)
-        current.waiters.append(future)
-        self._release_if_full(question_id)
-        return await future
-
-    def _release_if_full(self, question_id: str) -> None:
-        current = self._rounds.get(question_id)
-        if current is None or len(current.waiters) < self._parties.get(question_id, 0):
-            return
-        del self._rounds[question_id]
-        order = sorted(range(len(current.scores)), key=lambda i: -current.scores[i])
-        chosen = set(order[: self._budget])
-        for i, future in enumerate(current.waiters):
-            if not future.done():
-                future.set_result(i in chosen)
 
 
 async def sync_round(state: SampleState, env: SampleEnv, round_index: int) -> None:
@@ -207,6 +167,9 @@ class Strategy:
     # A per-question round barrier (sync): every live sample of a question is admitted at
     # once, and the coordinator ranks each round's steps.
     barrier: bool = False
+    # Question-level escalation (cascade, atts_cascade): a question whose first samples
+    # disagree gets N target-only samples (atts.pipeline.escalation, atts.runner.escalating).
+    escalates: bool = False
 
     def coordinator(self, config: RunConfig) -> SyncCoordinator | None:
         return SyncCoordinator(config.sync_budget) if self.barrier else None
@@ -220,5 +183,7 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("judge", judge_round),
         Strategy("target_only", target_only_round),
         Strategy("draft_only", draft_only_round),
+        Strategy("cascade", draft_only_round, escalates=True),
+        Strategy("atts_cascade", atts_round, calibrated=True, escalates=True),
     )
 }

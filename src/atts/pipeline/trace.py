@@ -131,6 +131,9 @@ class SampleTrace:
     finished_at: float = 0.0
     error: str | None = None
     stop: StopReason | None = None  # None: the sample failed (status "error")
+    # Written by the target after its question was escalated (cascade strategies): the
+    # question's answer comes from these samples, not from its first N.
+    escalated: bool = False
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(replace(self, steps=()))  # the steps once, as a list

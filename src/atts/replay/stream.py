@@ -18,28 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from atts.config import RunConfig
+from atts.runner.recorded import StreamStep, row_steps
 
-ROW_FIELDS = ("question_id", "sample_index", "started_at", "steps")
-STEP_FIELDS = ("round", "author", "kind", "score")
 # The settings a decision depends on; everything else of a manifest (engines, cores) is moot.
 DECISION_KEYS = (
     "alpha", "alpha_discard", "calibration", "calibration_m", "warmup", "calibration_file",
     "grow_bank", "strata", "pvalue", "adaptive_gamma", "adaptive_strata", "seed",
 )
-
-
-@dataclass(frozen=True)
-class StreamStep:
-    """One judged draft step of a recorded run."""
-
-    question_id: str
-    sample_index: int
-    round: int
-    score: float
-    at: float  # started_at + t: when the run decided it
-    first: bool  # the sample's round-0 draft step (a pre-pass step when its key was drafted)
-    decision: str | None = None  # as recorded, None when the row has none
-    p_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +63,7 @@ def read_run(path: str | Path) -> RecordedRun:
             if number == len(lines):  # a torn last line (a killed run): the run folder cuts it
                 continue
             raise ValueError(f"{source}:{number}: not a JSON row ({err.msg})") from err
-        key, started_at, found = _row_steps(row, source, number)
+        key, started_at, found = row_steps(row, source, number)
         starts.setdefault(key, started_at)
         steps.extend((step.at, len(steps), step) for step in found)
     if not steps:
@@ -105,53 +90,6 @@ def replay_config(run: RecordedRun, overrides: dict[str, Any]) -> RunConfig:
     if values.get("calibration") != "file":
         values.pop("calibration_file", None)
     return RunConfig.from_mapping(values)
-
-
-def judged_in_order(rows: list[dict[str, Any]], source: Path) -> list[StreamStep]:
-    """The judged draft steps of finished rows (``status`` ok), ordered as the run decided
-    them: what a resumed adaptive run replays into its levels."""
-    found: list[tuple[float, int, StreamStep]] = []
-    for number, row in enumerate(rows, start=1):
-        if row.get("status") != "ok":
-            continue
-        for step in _row_steps(row, source, number)[2]:
-            if step.decision is not None:
-                found.append((step.at, len(found), step))
-    return [step for _, _, step in sorted(found, key=lambda item: (item[0], item[1]))]
-
-
-def _row_steps(
-    row: Any, source: Path, number: int
-) -> tuple[tuple[str, int], float, list[StreamStep]]:
-    where = f"{source}:{number}"
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: a row must be a JSON object")
-    missing = [f for f in ROW_FIELDS if f not in row]
-    if missing:
-        raise ValueError(f"{where}: the row lacks {', '.join(missing)}")
-    question_id, sample_index = str(row["question_id"]), int(row["sample_index"])
-    started_at = float(row["started_at"])
-    found: list[StreamStep] = []
-    elapsed = 0.0
-    first = True
-    for index, step in enumerate(row["steps"] or []):
-        lacking = [f for f in STEP_FIELDS if f not in step]
-        if "t" not in step and "seconds" not in step:
-            lacking.append("t (or seconds)")
-        if lacking:
-            raise ValueError(f"{where}: step {index} lacks {', '.join(lacking)}")
-        elapsed += float(step.get("seconds") or 0.0)
-        t = float(step["t"]) if step.get("t") is not None else elapsed
-        is_draft = step["author"] == "draft" and step["kind"] == "step"
-        if is_draft and step["score"] is not None:
-            found.append(StreamStep(
-                question_id, sample_index, int(step["round"]), float(step["score"]),
-                started_at + t, first and int(step["round"]) == 0, step.get("decision"),
-                step.get("p_value"),
-            ))
-        if is_draft:
-            first = False
-    return (question_id, sample_index), started_at, found
 
 
 def _admission_order(starts: dict[tuple[str, int], float]) -> tuple[tuple[str, int], ...]:

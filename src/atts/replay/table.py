@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atts.config import RunConfig
-from atts.pipeline.judge import ROUND_BUCKETS
+from atts.conformal.strata import ROUND_BUCKETS
 from atts.replay.replay import Replayed
 from atts.report.metrics import clopper_pearson
 

@@ -42,6 +42,8 @@ class GradedRun:
     wall_source: str  # "last_session" | "rows" (see the module docstring)
     cached_grades: int = 0  # rows whose verdict came from grades.json
     grading_failures: list[str] = field(default_factory=list)  # timeouts / math-verify errors
+    # A cascade's question-level decisions (questions.jsonl), empty for other strategies.
+    escalations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -118,7 +120,8 @@ def load_run(path: str | Path, grader: Grader | None = None, *,
     wall, source = wall_time(manifest, rows)
     fresh = set(todo)
     cached = sum(k is not None and k not in fresh for k in keys)
-    return GradedRun(folder.path, manifest, graded, wall, source, cached, failures)
+    return GradedRun(folder.path, manifest, graded, wall, source, cached, failures,
+                     folder.question_rows())
 
 
 def wall_time(manifest: Mapping[str, Any],

@@ -8,6 +8,9 @@ timestamps.  Results are frozen dataclasses with ``to_dict()`` (JSON-ready, stri
 
 Conventions: a question is a ``question_id``; its samples are ordered by ``sample_index``.
 Samples with ``status: "error"`` stay in every count (a failed sample is a wrong sample).
+A cascade's escalated question is answered by its target samples (``escalated: true``): they
+are the question's samples for pass@1 and pass@N, and its maj@N vote is theirs (``vote =
+"target"``) or that of all its samples, ties going to the target's answer (``vote = "all"``).
 """
 
 from __future__ import annotations
@@ -104,8 +107,22 @@ class Accuracy:
         return out
 
 
-def accuracy(rows: Sequence[Row]) -> Accuracy:
-    """pass@1, maj@N, pass@N and unbiased pass@k from graded rows (``correct`` per row)."""
+def final_samples(group: Sequence[Row], vote: str = "target") -> tuple[list[Row], list[Row]]:
+    """A question's samples that answer it and those that vote on its answer, in vote order:
+    its target samples once it escalated (voting alone, or first among all its samples),
+    else all of them."""
+    escalated = [r for r in group if r.get("escalated")]
+    if not escalated:
+        return list(group), list(group)
+    if vote not in ("target", "all"):
+        raise ValueError(f"unknown vote {vote!r}; choose target or all")
+    rest = [r for r in group if not r.get("escalated")]
+    return escalated, escalated + (rest if vote == "all" else [])
+
+
+def accuracy(rows: Sequence[Row], vote: str = "target") -> Accuracy:
+    """pass@1, maj@N, pass@N and unbiased pass@k from graded rows (``correct`` per row); a
+    cascade's escalated questions by their target samples (``final_samples``)."""
     groups = by_question(rows)
     if not groups:
         raise ValueError("no samples: accuracy needs at least one graded row")
@@ -113,30 +130,33 @@ def accuracy(rows: Sequence[Row]) -> Accuracy:
     if missing:
         raise ValueError(f"{len(missing)} row(s) lack 'correct' (e.g. question {missing[0]!r}); "
                          "grade them first (atts.grading.grade_rows)")
-    sizes = [len(g) for g in groups.values()]
+    sizes = [len(final_samples(g)[0]) for g in groups.values()]
     n, min_n = max(sizes), min(sizes)
     p1, maj, pn = [], [], []
     pk: dict[int, list[float]] = {k: [] for k in range(1, min_n + 1)}
-    for group in groups.values():
+    for question, group in groups.items():
+        group, voters = final_samples(group, vote)
+        groups[question] = group
         flags = [bool(r["correct"]) for r in group]
         c = sum(flags)
         p1.append(c / len(flags))
         pn.append(float(c > 0))
-        winner = majority_vote([r.get("answer") for r in group], str(group[0].get("dataset", "")))
-        maj.append(float(winner is not None and flags[winner]))
+        winner = majority_vote([r.get("answer") for r in voters],
+                               str(group[0].get("dataset", "")))
+        maj.append(float(winner is not None and bool(voters[winner]["correct"])))
         for k in pk:
             pk[k].append(pass_at_k(len(flags), c, k))
     return Accuracy(
         questions=len(groups),
-        samples=len(rows),
+        samples=sum(len(g) for g in groups.values()),
         n=n,
         min_n=min_n,
         pass_at_1=_mean(p1),
         maj_at_n=_mean(maj),
         pass_at_n=_mean(pn),
         pass_at_k={k: _mean(v) for k, v in pk.items()},
-        errors=sum(r.get("status") == "error" for r in rows),
-        no_answer=sum(r.get("answer") is None for r in rows),
+        errors=sum(r.get("status") == "error" for g in groups.values() for r in g),
+        no_answer=sum(r.get("answer") is None for g in groups.values() for r in g),
         pass_at_1_ci=_ci(p1),
         maj_at_n_ci=_ci(maj),
         per_question={str(q): QuestionAccuracy(a, b, c)
@@ -347,13 +367,14 @@ def speedup(run_wall: float, baseline_wall: float) -> float:
 
 
 def summarize(rows: Sequence[Row], *, alpha: float | None = None, budget: float | None = None,
-              m: int | None = None, confidence: float = 0.95) -> dict[str, Any]:
+              m: int | None = None, confidence: float = 0.95,
+              vote: str = "target") -> dict[str, Any]:
     """The content of ``summary.json``: accuracy, rejection, control, tokens and timing.
 
     Holds at least ``pass@1``, ``maj@N`` (N substituted) and ``rejection_rate`` (None when no
     draft step was scored).  ``budget`` and ``m`` together add ``control_accuracy``.
     """
-    acc = accuracy(rows)
+    acc = accuracy(rows, vote)
     rej = rejection_stats(rows, alpha, confidence)
     out: dict[str, Any] = acc.to_dict()
     out["rejection_rate"] = rej.overall.rate if rej.overall else None

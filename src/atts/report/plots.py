@@ -184,6 +184,39 @@ def plot_tokens(runs: Sequence[PlotRun]) -> Figure:
     return figure
 
 
+# A point of the cost-accuracy plane: (label, cost relative to target-only, pass@1, its 95%
+# interval's low and high ends).
+CostPoint = tuple[str, float, float, float, float]
+
+
+def plot_cascade(curve: Sequence[CostPoint], runs: Sequence[CostPoint],
+                 path: str | Path, title: str) -> Path:
+    """pass@1 against cost relative to target-only: the cascade's curve over escalate_alpha
+    (``curve``, labels are the alphas), and measured runs (``runs``: the two single-model
+    runs, ATTS) as labelled points, every point with its pass@1 interval."""
+    figure, ax = _figure(7.5, 4.8)
+    ordered = sorted(curve, key=lambda p: p[1])
+    ax.plot([p[1] for p in ordered], [p[2] for p in ordered], color=_color(0), marker="o",
+            markersize=4, label="cascade (escalate_alpha)")
+    ax.fill_between([p[1] for p in ordered], [p[3] for p in ordered], [p[4] for p in ordered],
+                    color=_color(0), alpha=0.12, linewidth=0)
+    for label, x, y, _, _ in ordered[:: max(1, len(ordered) // 6)]:
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                    color=_color(0))
+    for i, (label, x, y, low, high) in enumerate(runs, start=1):
+        ax.errorbar([x], [y], yerr=[[y - low], [high - y]], color=_color(i), marker="s",
+                    markersize=7, capsize=3, linestyle="none", label=label)
+    ax.axvline(1.0, color="0.5", linestyle=":", linewidth=1)
+    ax.set_xlabel("cost relative to target-only (wall time; 1 = target-only)", fontsize=9)
+    ax.set_ylabel("pass@1 (95% interval over questions)", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    out = Path(path)
+    figure.savefig(out, dpi=DPI)
+    return out
+
+
 def question_latencies(run: GradedRun) -> list[float]:
     """Seconds from each question's first ``started_at`` to its last ``finished_at``."""
     return [max(r["finished_at"] for r in group) - min(r["started_at"] for r in group)

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from atts.grading import Grader
 from atts.report.graded_run import GradedRun, load_run
-from atts.report.metrics import summarize
+from atts.report.metrics import clopper_pearson, summarize
 from atts.runner.machine import host_steal
 
 WALL_SOURCES = {"last_session": "one session", "rows": "from samples, pauses left out"}
@@ -32,7 +32,7 @@ def summarize_run(run: GradedRun) -> dict[str, Any]:
     """
     config = run.config
     n = int(config.get("samples") or 0)
-    alpha = run.alpha if run.strategy == "atts" else None
+    alpha = run.alpha if run.strategy in ("atts", "atts_cascade") else None
     budget = alpha * n if alpha and n else None
     out: dict[str, Any] = {
         "run_dir": str(run.path),
@@ -49,7 +49,10 @@ def summarize_run(run: GradedRun) -> dict[str, Any]:
         # (atts.runner.machine); None when not recorded.
         "host_steal": host_steal(run.manifest),
     }
-    out.update(summarize(run.rows, alpha=alpha, budget=budget, m=n if budget else None))
+    out.update(summarize(run.rows, alpha=alpha, budget=budget, m=n if budget else None,
+                         vote=str(config.get("escalate_vote") or "target")))
+    if run.strategy in ("cascade", "atts_cascade"):
+        out["escalation"] = escalation_summary(run.escalations, config.get("escalate_alpha"))
     if out.get("control_accuracy") and out["control_accuracy"]["mean"] is None:
         del out["control_accuracy"]  # no scored draft step: nothing was controlled
     out["engine_seconds"] = engine_seconds(run.rows)
@@ -57,6 +60,18 @@ def summarize_run(run: GradedRun) -> dict[str, Any]:
                                          if r.get("status") == "error").most_common(5))
     out["grading"] = {"cached": run.cached_grades, "failures": run.grading_failures}
     return out
+
+
+def escalation_summary(decisions: list[dict[str, Any]], alpha: Any) -> dict[str, Any]:
+    """A cascade's question-level rate: escalated questions against escalate_alpha, with its
+    Clopper-Pearson interval over the questions decided with a p-value (the first ones, on a
+    cold bank, escalate without a test and are counted apart)."""
+    tested = [d for d in decisions if d.get("p_value") is not None]
+    escalated = sum(bool(d.get("escalated")) for d in tested)
+    low, high = clopper_pearson(escalated, len(tested)) if tested else (0.0, 1.0)
+    return {"alpha": alpha, "decided": len(decisions), "tested": len(tested),
+            "escalated": sum(bool(d.get("escalated")) for d in decisions),
+            "rate": escalated / len(tested) if tested else None, "ci95": [low, high]}
 
 
 def engine_seconds(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -85,6 +100,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                          f"maj@{n} {summary[f'maj@{n}']:.3f}{_ci_text(summary, f'maj@{n}')}   "
                          f"pass@{n} {summary[f'pass@{n}']:.3f}"),
         _row("rejection", _rejection_text(summary)),
+        *([_row("escalated", _escalation_text(summary["escalation"]))]
+          if "escalation" in summary else []),
         _row("answers", _answers_text(summary)),
     ]
     tokens, seconds = summary["tokens"], summary["engine_seconds"]
@@ -139,6 +156,15 @@ def _rejection_text(summary: dict[str, Any]) -> str:
         return text
     inside = summary["rejection"]["alpha_in_interval"]
     return f"{text} vs alpha {alpha:g}: {'inside' if inside else 'outside'}"
+
+
+def _escalation_text(escalation: dict[str, Any]) -> str:
+    text = f"{escalation['escalated']} of {escalation['decided']} questions to the target"
+    if escalation["rate"] is None:
+        return text
+    low, high = escalation["ci95"]
+    return (f"{text} · tested {escalation['tested']}: rate {escalation['rate']:.3f} (95% CI "
+            f"{low:.3f}-{high:.3f}) vs escalate_alpha {escalation['alpha']:g}")
 
 
 def _answers_text(summary: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from atts.pipeline.trace import SampleTrace, rejection_counts
 
 class Progress:
     def __init__(self, *, total: int, initial: int = 0, enabled: bool = True) -> None:
+        self.total = total
         self.answered = 0
         self.errors = 0
         self.judged = 0  # draft steps that got a decision
@@ -43,6 +44,13 @@ class Progress:
                 refresh=False,
             )
             self._bar.update(1)
+
+    def grow(self, samples: int) -> None:
+        """More samples joined the run (an escalated question's target samples)."""
+        self.total += samples
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:

@@ -1,5 +1,6 @@
-"""The run folder: ``manifest.json`` and the append-only ``samples.jsonl``.  The one place that
-writes results.
+"""The run folder: ``manifest.json``, the append-only ``samples.jsonl`` and, for the cascade
+strategies, the append-only ``questions.jsonl`` of question-level escalation decisions.  The one
+place that writes results.
 
 - A row is appended (one ``write`` of one line, flushed and fsynced) only when its sample has
   finished, so ``kill -9`` loses at most the samples in flight.  A torn last line (a kill in the
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
+QUESTIONS = "questions.jsonl"
 LOCK = ".lock"
 # Keys that change how fast a run goes, never what a sample contains.
 OPERATIONAL_KEYS = frozenset(
@@ -53,10 +55,14 @@ class RunFolder:
     def samples_path(self) -> Path:
         return self.path / SAMPLES
 
+    @property
+    def questions_path(self) -> Path:
+        return self.path / QUESTIONS
+
     def prepare(self, manifest: dict[str, Any], *, overwrite: bool = False) -> None:
         """Create the folder for this run, or check that it holds the same run."""
         if overwrite and self.path.exists():
-            for name in (MANIFEST, SAMPLES, "report.md", "summary.json"):
+            for name in (MANIFEST, SAMPLES, QUESTIONS, "report.md", "summary.json"):
                 (self.path / name).unlink(missing_ok=True)
             for extra in self.path.glob("*.png"):
                 extra.unlink()
@@ -88,7 +94,8 @@ class RunFolder:
                                      problems=manifest.get("problems"))
         else:
             self._write_json(self.manifest_path, manifest)
-        self._repair_tail()
+        for path in (self.samples_path, self.questions_path):
+            _repair_tail(path)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -136,28 +143,24 @@ class RunFolder:
         self.append(trace.to_row())
 
     def append(self, row: dict[str, Any]) -> None:
-        """Append one row, durably, whole or not at all: a write that fails part-way (a full
-        disk) is cut back to the file's previous end before the error goes on, so no torn
-        line is left for the next session to skip."""
-        data = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-        fd = os.open(self.samples_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            except OSError:
-                os.ftruncate(fd, size)  # shrinking needs no free space
-                raise
-        finally:
-            os.close(fd)
+        """Append one sample's row (``_append``)."""
+        _append(self.samples_path, row)
+
+    def append_question(self, row: dict[str, Any]) -> None:
+        """Append one question's escalation decision (``QuestionDecision.to_row``)."""
+        _append(self.questions_path, row)
+
+    def question_rows(self) -> list[dict[str, Any]]:
+        """The latest decision row of every question, in first-written order."""
+        latest: dict[str, dict[str, Any]] = {}
+        for row in _read_rows(self.questions_path):
+            latest[str(row["question_id"])] = row
+        return list(latest.values())
 
     def rows(self) -> list[dict[str, Any]]:
         """The latest row of every (question, sample), in first-written order."""
         latest: dict[tuple[str, int], dict[str, Any]] = {}
-        for row in self._raw_rows():
+        for row in _read_rows(self.samples_path):
             latest[(row["question_id"], row["sample_index"])] = row
         return list(latest.values())
 
@@ -168,33 +171,6 @@ class RunFolder:
             if include_errors or row.get("status") == "ok"
         }
 
-    def _raw_rows(self) -> Iterator[dict[str, Any]]:
-        if not self.samples_path.exists():
-            return
-        with self.samples_path.open(encoding="utf-8") as file:
-            lines = file.readlines()
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as err:
-                if number == len(lines) and not line.endswith("\n"):
-                    return  # a torn last line from a killed run: that sample was in flight
-                raise RunFolderError(
-                    f"{self.samples_path}:{number} is not valid JSON ({err}); "
-                    "fix or delete that line to resume"
-                ) from err
-
-    def _repair_tail(self) -> None:
-        """Cut a torn last line so the next append starts on a line of its own."""
-        if not self.samples_path.exists():
-            return
-        data = self.samples_path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with self.samples_path.open("r+b") as file:
-                file.truncate(data.rfind(b"\n") + 1)
-
     @staticmethod
     def _write_json(path: Path, data: dict[str, Any]) -> None:
         temp = path.with_suffix(f".tmp{os.getpid()}")
@@ -202,10 +178,61 @@ class RunFolder:
         os.replace(temp, path)
 
 
+def _append(path: Path, row: dict[str, Any]) -> None:
+    """Append one row, durably, whole or not at all: a write that fails part-way (a full
+    disk) is cut back to the file's previous end before the error goes on, so no torn
+    line is left for the next session to skip."""
+    data = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # shrinking needs no free space
+            raise
+    finally:
+        os.close(fd)
+
+
+def _read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON rows of an append-only file; a torn last line (a kill mid-write) is skipped."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as file:
+        lines = file.readlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines) and not line.endswith("\n"):
+                return  # a torn last line from a killed run: that sample was in flight
+            raise RunFolderError(
+                f"{path}:{number} is not valid JSON ({err}); fix or delete that line to resume"
+            ) from err
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a torn last line so the next append starts on a line of its own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as file:
+            file.truncate(data.rfind(b"\n") + 1)
+
+
 # Settings added later, with the default that does what runs did before they existed: a
 # manifest without them compares as if it recorded these values.
 ADDED_DEFAULTS = {key: RunConfig.__dataclass_fields__[key].default
-                  for key in ("pvalue", "adaptive_gamma", "adaptive_strata")}
+                  for key in ("pvalue", "adaptive_gamma", "adaptive_strata", "escalate_alpha",
+                              "escalate_score", "escalate_pvalue", "escalate_levels",
+                              "escalate_vote", "escalate_warmup")}
 
 
 def _resolved(config: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """The runner: the only place that fans out sample tasks and hands finished samples to the
 run folder.
 
-Every (question, sample) is its own asyncio task from the start.  Under ``atts`` (and the
-single-model baselines) the only waits are a sample slot (``max_active_samples``, which bounds
-KV memory and the work a kill can lose) and engine capacity (one concurrency limit per engine,
-in ``GuardedEngine``): no per-round and no per-question barrier.  Under ``sync`` the samples of
-a question are admitted together and meet at a barrier every round, as the baseline demands.
+Every (question, sample) runs as its own asyncio task once it takes a sample slot
+(``runner.admission``).  Under ``atts`` (and the single-model baselines) the only waits are a
+sample slot (``max_active_samples``, which bounds KV memory and the work a kill can lose) and
+engine capacity (one concurrency limit per engine, in ``GuardedEngine``): no per-round and no
+per-question barrier.  Under ``sync`` the samples of a question are admitted together and meet
+at a barrier every round, as the baseline demands.  Under the cascade strategies a question's
+decision waits for its own first samples only, and its escalated target samples go ahead of
+all waiting work (``runner.escalating``).
 
 An engine failure that survives the retries ends only its own sample, which is written as an
 error row; the run goes on.
@@ -13,34 +16,33 @@ error row; the run goes on.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from atts.config import RunConfig
+from atts.conformal import Decision, DecisionKey
 from atts.data import Problem
 from atts.engines.base import Engine
 from atts.engines.call_stats import CallStats
 from atts.pipeline.calibration import Calibrator, ScoredDraft
+from atts.pipeline.escalation import QuestionDecision
 from atts.pipeline.executor import (
     TokenizerMismatchError as TokenizerMismatchError,  # raised for the runner's callers
 )
 from atts.pipeline.executor import check_tokenizers, execute_sample, guarded_pair
 from atts.pipeline.prompt import question_messages
-from atts.pipeline.sample import (
-    SampleEnv,
-    SampleSpec,
-    SampleState,
-    derive_seed,
-)
-from atts.pipeline.strategies import STRATEGIES, draft_and_score
-from atts.pipeline.trace import REJECTED, SampleTrace, steps_of
+from atts.pipeline.sample import SampleEnv, SampleSpec, SampleState
+from atts.pipeline.strategies import STRATEGIES, draft_and_score, target_only_round
+from atts.pipeline.trace import SampleTrace
+from atts.runner.admission import Admission
+from atts.runner.escalating import EscalatingRun
 from atts.runner.progress import Progress
+from atts.runner.recorded import recorded_calibration, recorded_decisions, recorded_strata
 from atts.runner.run_folder import RunFolder
+from atts.seeds import derive_seed
 
 
 @dataclass(frozen=True)
@@ -70,40 +72,6 @@ def sample_specs(config: RunConfig, problems: Sequence[Problem]) -> list[SampleS
     ]
 
 
-def recorded_calibration(rows: Sequence[dict[str, Any]]) -> dict[str, dict[int, float]]:
-    """Calibration scores of samples finished in an earlier session, to rebuild the banks."""
-    recorded: dict[str, dict[int, float]] = defaultdict(dict)
-    for row in rows:
-        if row.get("status") != "ok":
-            continue
-        for step in steps_of(row):
-            if step.calibration and step.score is not None:
-                recorded[str(row["question_id"])][int(row["sample_index"])] = float(step.score)
-    return dict(recorded)
-
-
-def recorded_strata(rows: Sequence[dict[str, Any]]) -> dict[int, list[float]]:
-    """Judged draft-step scores of finished samples per round, to rebuild round strata."""
-    strata: dict[int, list[float]] = defaultdict(list)
-    for row in rows:
-        if row.get("status") != "ok":
-            continue
-        for step in steps_of(row):
-            if step.judged and step.score is not None and not step.calibration:
-                strata[step.round].append(float(step.score))
-    return dict(strata)
-
-
-def recorded_decisions(rows: Sequence[dict[str, Any]], source: Path
-                       ) -> list[tuple[str, int, bool]]:
-    """(question, round, rejected) of every judged step of finished samples, in the order the
-    earlier sessions decided them (``atts.replay.stream``), to restore the adaptive levels."""
-    from atts.replay.stream import judged_in_order
-
-    return [(s.question_id, s.round, s.decision in REJECTED)
-            for s in judged_in_order(list(rows), source)]
-
-
 async def execute(
     config: RunConfig,
     problems: Sequence[Problem],
@@ -116,11 +84,11 @@ async def execute(
     show_progress: bool = True,
     on_sample: Callable[[SampleTrace], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
-    calibrator_factory: Callable[..., Calibrator] = Calibrator,
+    planned: Callable[[DecisionKey], Decision] | None = None,
 ) -> RunOutcome:
     """Run every pending sample of ``problems`` into ``folder``.  ``clock``: the monotonic
-    clock samples time their steps with (the simulator's virtual one, atts.perf.replay);
-    ``calibrator_factory``: builds the run's calibrator from ``Calibrator``'s arguments."""
+    clock samples time their steps with (the simulator's virtual one, atts.perf.plan_run);
+    ``planned``: decisions known in advance (the simulator's plans; ``Decider``)."""
     started, cpu_clock = clock(), time.process_time()
     calls_before = engine_calls(draft, target)
     specs = sample_specs(config, problems)
@@ -131,6 +99,10 @@ async def execute(
         if retry_failed is False or r.get("status") == "ok"
     }
     pending = [s for s in specs if (s.question_id, s.sample_index) not in done]
+    strategy = STRATEGIES[config.strategy]
+    tiers = (EscalatingRun(config, problems, rows, folder.question_rows())
+             if strategy.escalates else None)
+    escalated = tiers.pending(done) if tiers is not None else []
     guarded_draft, guarded_target = guarded_pair(config, draft, target)
     prompts: dict[str, list[int]] = {}
 
@@ -153,9 +125,7 @@ async def execute(
         state = SampleState(spec, list(prompt_ids(spec.question)), started=clock(), now=clock)
         return await draft_and_score(state, env, 0)
 
-    strategy = STRATEGIES[config.strategy]
-    calibrator = (_calibrator(config, calibration_draft, rows, folder, bank_scores,
-                              calibrator_factory)
+    calibrator = (_calibrator(config, calibration_draft, rows, folder, bank_scores, planned)
                   if strategy.calibrated else None)
     coordinator = strategy.coordinator(config)
     env = SampleEnv(
@@ -169,40 +139,71 @@ async def execute(
         clock=clock,
         wall_offset=time.time() - clock(),
     )
+    # An escalated question's samples are target-only samples: target_only's settings
+    # (the target forces their answers), the same engines and clock.
+    target_env = dataclasses.replace(env, config=config.replace(strategy="target_only"),
+                                     calibrator=None, coordinator=None)
     body = strategy.round_body
-    progress = Progress(total=len(specs), initial=len(specs) - len(pending), enabled=show_progress)
-    errors = 0
+    total = len(specs) + config.samples * sum(d.escalated for d in
+                                              (tiers.decided if tiers is not None else ()))
+    progress = Progress(total=total, initial=total - len(pending) - len(escalated),
+                        enabled=show_progress)
+    written = errors = 0
+
+    def decided(decision: QuestionDecision) -> None:
+        """Write a question's decision; an escalated one's target samples go first."""
+        assert tiers is not None
+        folder.append_question(decision.to_row())
+        if decision.escalated:
+            progress.grow(config.samples)
+            admission.push(tiers.target_specs(decision.question_id), first=True)
 
     async def one(spec: SampleSpec) -> None:
-        nonlocal errors
+        nonlocal errors, written
+        escalated = tiers is not None and tiers.is_escalated(spec)
         try:
-            trace = await execute_sample(spec, env, body)
+            if escalated:
+                trace = dataclasses.replace(
+                    await execute_sample(spec, target_env, target_only_round), escalated=True)
+            else:
+                trace = await execute_sample(spec, env, body)
         finally:
             if coordinator is not None:
                 coordinator.leave(spec.question_id)
         errors += trace.status == "error"
+        written += 1
         folder.append_trace(trace)
         progress.update(trace)
         if on_sample is not None:
             on_sample(trace)
+        if tiers is not None and not escalated:
+            for decision in tiers.on_first_sample(trace):
+                decided(decision)
 
+    admission: Admission[SampleSpec] = Admission(
+        one, max_active=config.max_active_samples,
+        by_question=strategy.barrier or config.admission == "question",
+        question=lambda spec: spec.question_id)
     if calibrator is not None:
         calibrator.start_warmup([(s.question_id, s.sample_index) for s in pending])
     if coordinator is not None:
         for spec in pending:
             coordinator.join(spec.question_id)
+    admission.push(escalated + pending)
+    if tiers is not None:
+        for decision in tiers.undecided():
+            decided(decision)
     try:
-        await admit_all(pending, one, max_active=config.max_active_samples,
-                        by_question=strategy.barrier or config.admission == "question")
+        await admission.run()
     finally:
         progress.close()
         if calibrator is not None:
             await calibrator.aclose()
     wall, cpu = clock() - started, time.process_time() - cpu_clock
     return RunOutcome(
-        total=len(specs),
+        total=progress.total,
         skipped=len(specs) - len(pending),
-        written=len(pending),
+        written=written,
         errors=errors,
         wall_seconds=wall,
         cpu_seconds=cpu,
@@ -231,9 +232,9 @@ def engine_calls(draft: Engine, target: Engine) -> dict[str, CallStats]:
 def _calibrator(config: RunConfig, draft_and_score_first: Callable[[str, int], Any],
                 rows: Sequence[dict[str, Any]], folder: RunFolder,
                 bank_scores: Sequence[float],
-                factory: Callable[..., Calibrator] = Calibrator) -> Calibrator:
+                planned: Callable[[DecisionKey], Decision] | None) -> Calibrator:
     """The run's calibrator, resumed from the rows already written."""
-    return factory(
+    return Calibrator(
         config,
         draft_and_score_first,
         initial_scores=bank_scores,
@@ -242,40 +243,5 @@ def _calibrator(config: RunConfig, draft_and_score_first: Callable[[str, int], A
                        or config.calibration == "adaptive" else None),
         recorded_decisions=(recorded_decisions(rows, folder.samples_path)
                             if config.calibration == "adaptive" else ()),
+        planned=planned,
     )
-
-
-async def admit_all(pending: Sequence[SampleSpec],
-                    one: Callable[[SampleSpec], Awaitable[None]], *, max_active: int,
-                    by_question: bool) -> None:
-    """Run ``one`` for every pending sample, at most ``max_active`` at a time.
-
-    ``by_question``: a question's samples take their slots together, under one lock (two
-    groups each holding part of what they need would deadlock): a barrier strategy (sync)
-    needs every live sample of a question in flight at once, and ``admission = question``
-    asks for the authors' schedule."""
-    slots = asyncio.Semaphore(max_active)
-    if not by_question:
-        async def admit_sample(spec: SampleSpec) -> None:
-            async with slots:
-                await one(spec)
-
-        await asyncio.gather(*(admit_sample(spec) for spec in pending))
-        return
-    admission = asyncio.Lock()
-
-    async def admit_question(group: list[SampleSpec]) -> None:
-        taken = min(len(group), max_active)
-        async with admission:
-            for _ in range(taken):
-                await slots.acquire()
-        try:
-            await asyncio.gather(*(one(spec) for spec in group))
-        finally:
-            for _ in range(taken):
-                slots.release()
-
-    groups: dict[str, list[SampleSpec]] = defaultdict(list)
-    for spec in pending:
-        groups[spec.question_id].append(spec)
-    await asyncio.gather(*(admit_question(g) for g in groups.values()))

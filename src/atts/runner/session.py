@@ -26,11 +26,12 @@ from atts.engines import create_engine
 from atts.engines.base import Engine, EngineInfo
 from atts.engines.compute import ComputePool
 from atts.pipeline import prompt
-from atts.pipeline.sample import SampleSpec, SampleState, derive_seed
+from atts.pipeline.sample import SampleSpec, SampleState
 from atts.pipeline.strategies import draft_and_score
 from atts.runner.machine import machine_block, session_end, session_start
 from atts.runner.run_folder import RunFolder
 from atts.runner.runner import RunOutcome, execute
+from atts.seeds import derive_seed
 
 
 def engine_options(config: RunConfig, role: str,

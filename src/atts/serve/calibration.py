@@ -6,16 +6,18 @@ file, fsync, rename) every ``save_every`` new scores and at shutdown, and reload
 its fingerprint matches (the models, the step settings and a marker for "the client's own
 conversation" as the prompt), so a restart keeps the calibration.
 
-``RequestCalibrator`` is what the strategies call as ``env.calibrator`` for one request: the
-request's own thresholds (its alpha) against the shared bank.  The online conformal order holds
+``RequestCalibrator`` is what the strategies call as ``env.calibrator`` for one request: a
+``Decider`` (``atts.conformal.decider``, the one every run uses) with the request's own
+thresholds (its alpha) against the shared bank.  The online conformal order holds
 (docs/METHOD.md section 3): decide against the bank as it stands, then add the step's score.
 
-Warm-up policy: while the bank holds fewer than ``min_bank_size(alpha)`` scores no p-value can
-ever reach alpha, so there is no test to run.  Such a step gets ``p_value = None`` and the
-decision ``continue``: the draft step is kept and the target writes the next step after it,
-exactly what a rejection does.  The server thus starts as cautious as the target (quality
-first) and becomes fast as the bank fills; the score still goes into the bank.  Warm-up steps
-show up as ``decision: continue, p_value: null`` in traces and as ``warmup`` in /metrics.
+Warm-up policy (the Decider's cold-bank rule): while the bank holds fewer than
+``min_bank_size(alpha)`` scores no p-value can ever reach alpha, so there is no test to run.
+Such a step gets ``p_value = None`` and the decision ``continue``: the draft step is kept and
+the target writes the next step after it, exactly what a rejection does.  The server thus
+starts as cautious as the target (quality first) and becomes fast as the bank fills; the score
+still goes into the bank.  Warm-up steps show up as ``decision: continue, p_value: null`` in
+traces and as ``warmup`` in /metrics.
 
 Only scores drafted under the bank's fingerprinted step settings (draft tokens, temperature,
 top_p) are added; a request that changes them is judged against the bank but does not grow it,
@@ -34,7 +36,10 @@ from atts.config import RunConfig
 from atts.conformal import (
     BankSnapshot,
     CalibrationBank,
+    Decider,
     Decision,
+    DecisionKey,
+    DecisionPolicy,
     Thresholds,
     load_bank,
     save_bank,
@@ -148,34 +153,39 @@ class ServeBank:
             log.warning("could not save the calibration bank to %s: %s", self.path, err)
 
 
+class _SharedBankStore:
+    """The shared bank as a Decider's bank store: every key is judged against it, and a
+    judged score joins it when the request drafts under the bank's step settings."""
+
+    def __init__(self, bank: ServeBank, *, grows: bool) -> None:
+        self._bank = bank
+        self._grows = grows
+
+    def judging(self, key: DecisionKey, *, own_in_bank: bool = False) -> BankSnapshot:
+        return self._bank.snapshot()
+
+    def after(self, key: DecisionKey, score: float) -> None:
+        if self._grows:
+            self._bank.add(score)
+
+    def where(self, key: DecisionKey) -> str:
+        return "the server's calibration bank"
+
+
 class RequestCalibrator:
     """``env.calibrator`` for one request: its thresholds against the shared bank."""
 
     def __init__(self, bank: ServeBank, thresholds: Thresholds, *, grows: bool) -> None:
-        self._bank = bank
-        self._thresholds = thresholds
-        self._grows = grows
-        self.warmup_steps = 0
+        self.decider = Decider(DecisionPolicy(thresholds, cold=Decision.CONTINUE),
+                               _SharedBankStore(bank, grows=grows))
+
+    @property
+    def warmup_steps(self) -> int:
+        """Steps of this request decided while the bank was cold (see the module docstring)."""
+        return self.decider.cold_decisions
 
     async def first_step(self, question_id: str, sample_index: int) -> None:
         return None  # no pre-pass: every sample drafts its own first step
 
-    async def decide(
-        self,
-        question_id: str,
-        round_index: int,
-        score: float,
-        *,
-        own_in_bank: bool,
-        sample_index: int = 0,
-    ) -> tuple[float | None, Decision]:
-        snapshot = self._bank.snapshot()
-        if snapshot.n < self._thresholds.min_bank_size:
-            self.warmup_steps += 1
-            return None, Decision.CONTINUE  # warm-up: see the module docstring
-        p = snapshot.p_value_of(score)  # (1 + #{s_i >= s}) / (n + 1), docs/METHOD.md section 3
-        return p, self._thresholds.classify(p)
-
-    def add(self, question_id: str, score: float) -> None:
-        if self._grows:
-            self._bank.add(score)
+    async def ready(self, question_id: str) -> None:
+        return None  # the shared bank is always readable

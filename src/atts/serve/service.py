@@ -41,15 +41,11 @@ from atts.engines.base import ChatMessage, Engine
 from atts.grading import normalize_answer
 from atts.pipeline.executor import check_tokenizers, execute_sample, guarded_pair
 from atts.pipeline.prompt import ANSWER_CUE, FORCED_ANSWER_TOKENS
-from atts.pipeline.sample import (
-    SampleEnv,
-    SampleSpec,
-    TextSink,
-    derive_seed,
-)
+from atts.pipeline.sample import SampleEnv, SampleSpec, TextSink
 from atts.pipeline.strategies import atts_round
 from atts.pipeline.trace import SampleTrace
 from atts.report.metrics import majority_vote
+from atts.seeds import derive_seed
 from atts.serve.calibration import RequestCalibrator, ServeBank, bank_fingerprint, step_settings
 from atts.serve.errors import ApiError, bad_request, shutting_down
 from atts.serve.metrics import ServeMetrics

@@ -11,22 +11,22 @@ says what each model call writes, from the plans (``PlanBook``):
 - the last kept step of a sample's last round (or of the round it first answered, when the
   run appended "Wait" cues after it) ends the sample: with a boxed answer when the plan has no
   forced answer, else with end-of-message (the runner then forces the answer, as it did);
-- decisions are the plan's: the conformal decision is taken by the real calibrator (so every
-  wait for a bank is the real one) and then replaced by the plan's (``PlannedCalibrator``);
+- decisions are the plan's: the conformal decision is taken by the run's real calibrator and
+  Decider (so every wait for a bank is the real one), which is handed the plan's decisions
+  (``execute(planned=...)``) and takes them in place of the ones its p-values give;
   under sync, a step the plan sent to the target scores higher than any kept one, so the
   barrier's ranking chooses exactly the plan's steps.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
 
 from atts.config import RunConfig
-from atts.conformal import Decision
+from atts.conformal import Decision, DecisionKey
 from atts.data import Problem
 from atts.engines.base import FinishReason
 from atts.perf.cost_engine import CostModelEngine, Key
@@ -34,11 +34,10 @@ from atts.perf.devices import EngineSpec
 from atts.perf.simulator import Simulation
 from atts.perf.virtual_clock import VirtualClockLoop, run_virtual
 from atts.perf.workload import SamplePlan, Workload
-from atts.pipeline.calibration import Calibrator
 from atts.pipeline.prompt import ANSWER_CUE, WAIT_CUE
-from atts.pipeline.seeds import derive_seed
 from atts.pipeline.trace import SampleTrace
 from atts.runner.run_folder import RunFolder
+from atts.seeds import derive_seed
 
 FORCED_CUE_TOKENS = 8  # "\n\nFinal answer: \boxed{" in the Qwen tokenizer
 WAIT_CUE_TOKENS = 11  # WAIT_CUE in the Qwen tokenizer
@@ -172,11 +171,13 @@ class PlanBook:
     def owner(self, token_id: int) -> Call | None:
         return self._owners.get(token_id)
 
-    def decision(self, key: Key, round_index: int) -> Decision:
-        plan = self._plans[key]
-        if round_index >= len(plan.rounds):
-            raise ValueError(f"the plan of {key} has no round {round_index}")
-        return Decision(plan.rounds[round_index].decision or "accept")
+    def decision(self, key: DecisionKey) -> Decision:
+        """The decision the plan took for this draft step."""
+        plan = self._plans[(key.question_id, key.sample_index)]
+        if key.round >= len(plan.rounds):
+            raise ValueError(f"the plan of {(key.question_id, key.sample_index)} has no round "
+                             f"{key.round}")
+        return Decision(plan.rounds[key.round].decision or "accept")
 
     @staticmethod
     def score_logprobs(call: Call) -> tuple[float, ...]:
@@ -191,21 +192,6 @@ def _final_writer(strategy: str, decision: str | None) -> str:
                                     (None, "accept")):
         return "draft"
     return "target"
-
-
-class PlannedCalibrator(Calibrator):
-    """The run's real calibrator (its banks, pre-passes and waits), with the plan's decision
-    in place of the one its p-value gives."""
-
-    def __init__(self, *args: Any, book: PlanBook, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._book = book
-
-    async def decide(self, question_id: str, round_index: int, score: float, *,
-                     own_in_bank: bool, sample_index: int = 0) -> tuple[float, Decision]:
-        p, _ = await super().decide(question_id, round_index, score, own_in_bank=own_in_bank,
-                                    sample_index=sample_index)
-        return p, self._book.decision((question_id, sample_index), round_index)
 
 
 class _TraceSink(RunFolder):
@@ -275,7 +261,7 @@ def simulate(workload: Workload, draft: EngineSpec, target: EngineSpec) -> SimRe
                       bank_scores=[1.0] * 99, show_progress=False,
                       on_sample=lambda trace: traces.append((trace, loop.time())),
                       clock=loop.time,
-                      calibrator_factory=functools.partial(PlannedCalibrator, book=book))
+                      planned=book.decision)
         return sim.engine_summary()
 
     engines = run_virtual(main)
