@@ -101,6 +101,8 @@ class Job:
     threshold: int = 7  # judge: the rating at or above which a draft step is kept
     # Samples in flight (RunConfig.max_active_samples): each engine batches this many at most.
     max_active: int = RUN_DEFAULT.max_active_samples
+    # cascade, atts_cascade: the share of questions the target may take.
+    escalate_alpha: float = RUN_DEFAULT.escalate_alpha
 
     @property
     def label(self) -> str:
@@ -111,10 +113,15 @@ class Job:
 
     @property
     def _setting(self) -> str:
-        if self.strategy == "atts":
+        if self.strategy == "cascade":
+            return f"cascade-e{self.escalate_alpha:g}"
+        if self.strategy in ("atts", "atts_cascade"):
             strata = "" if self.strata == "none" else f"-{self.strata}"
             score = "" if self.score == "ppl" else f"-{self.score}"
-            return f"atts-a{self.alpha:g}-{self.calibration}{strata}{score}-{self.mode}"
+            escalate = (f"-e{self.escalate_alpha:g}" if self.strategy == "atts_cascade"
+                        else "")
+            return (f"{self.strategy}-a{self.alpha:g}-{self.calibration}{strata}{score}-"
+                    f"{self.mode}{escalate}")
         if self.strategy == "sync":
             return f"sync-b{self.alpha:g}"
         if self.strategy == "judge":
@@ -132,7 +139,9 @@ class Job:
             "strategy": self.strategy, "seed": args.seed, "cores": args.cores,
             "max_active_samples": self.max_active,
         }
-        if self.strategy == "atts":
+        if self.strategy in ("cascade", "atts_cascade"):
+            values["escalate_alpha"] = self.escalate_alpha
+        if self.strategy in ("atts", "atts_cascade"):
             values.update(
                 alpha=self.alpha, calibration=self.calibration,
                 alpha_discard=self.alpha if self.mode == "regenerate" else 0.0,
@@ -162,11 +171,17 @@ def jobs(args: argparse.Namespace) -> list[Job]:
 def _jobs_of(strategy: str, part: Slice, repeat: int, active: int,
              args: argparse.Namespace) -> list[Job]:
     """One strategy's sweep points at one in-flight count."""
-    if strategy == "atts":
-        return [Job(part, "atts", a, c, m, repeat, strata, score, max_active=active)
+    escalates = args.escalate_alphas if strategy in ("cascade", "atts_cascade") else [
+        RUN_DEFAULT.escalate_alpha]
+    if strategy in ("atts", "atts_cascade"):
+        return [Job(part, strategy, a, c, m, repeat, strata, score, max_active=active,
+                    escalate_alpha=e)
                 for a in args.alphas for c in args.calibrations for m in args.modes
-                for strata in args.strata for score in args.scores
+                for strata in args.strata for score in args.scores for e in escalates
                 if strata == "none" or c in ("marginal", "adaptive")]
+    if strategy == "cascade":
+        return [Job(part, strategy, 0.25, "question", "continue", repeat, max_active=active,
+                    escalate_alpha=e) for e in escalates]
     if strategy == "judge":
         return [Job(part, "judge", 0.25, "question", "regenerate", repeat, threshold=t,
                     max_active=active) for t in args.judge_thresholds]
@@ -177,10 +192,18 @@ def _jobs_of(strategy: str, part: Slice, repeat: int, active: int,
 
 
 def complete(folder: Path, config: RunConfig) -> bool:
+    """Every sample written (a cascade: every question decided, and the target samples of
+    each escalated one written too)."""
     run = RunFolder(folder)
     if not run.manifest_path.exists():
         return False
-    return len(run.finished(include_errors=False)) >= (config.limit or 0) * config.samples
+    finished = len(run.finished(include_errors=False))
+    if not config.escalates:
+        return finished >= (config.limit or 0) * config.samples
+    decided = run.question_rows()
+    escalated = sum(bool(d.get("escalated")) for d in decided)
+    return (len(decided) >= (config.limit or 0)
+            and finished >= (len(decided) + escalated) * config.samples)
 
 
 def wait_for_quiet(max_load: float, minutes: float, nap: float = 20.0) -> float:
@@ -658,9 +681,13 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["gsm8k:6"],
                         metavar="NAME[:LIMIT][@OFFSET]")
     parser.add_argument("--strategies", nargs="+", default=["atts", "target_only"],
-                        choices=["atts", "target_only", "draft_only", "sync", "judge"])
+                        choices=["atts", "target_only", "draft_only", "sync", "judge", "cascade",
+                                 "atts_cascade"])
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--alphas", nargs="+", type=float, default=[RUN_DEFAULT.alpha])
+    parser.add_argument("--escalate-alphas", nargs="+", type=float,
+                        default=[RUN_DEFAULT.escalate_alpha],
+                        help="cascade, atts_cascade: the escalate_alpha sweep")
     parser.add_argument("--calibrations", nargs="+", default=[RUN_DEFAULT.calibration],
                         choices=["question", "marginal", "adaptive"])
     parser.add_argument("--modes", nargs="+", default=[DEFAULT_MODE],
