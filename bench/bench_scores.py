@@ -36,7 +36,7 @@ from atts.conformal.scores import SCORES, step_score
 from atts.grading import Grader
 from atts.pipeline.prompt import question_messages
 from atts.report.graded_run import load_run
-from atts.runner.session import build_engines
+from atts.runner.build import build_engines
 
 DEFAULT_RUN = Path("runs/bench/equal/gsm8k-20q-n4/draft_only/rep0")
 

@@ -2,12 +2,13 @@
 
 A scripted draft step reads ``"<label> ppl=<x>\\n\\n"``; the fake target scores it with mean
 log-probability ``-log(x)``, so the step's perplexity is exactly x and its p-value against a
-known bank is known in closed form.
+known bank is known in closed form.  ``run`` runs the real runner on a virtual-clock loop
+(``atts.perf.virtual_clock``): the engines' scripted delays order events exactly and take no
+real time, so no test depends on how busy the machine is.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from atts.config import RunConfig
 from atts.data import Problem
 from atts.engines.fake import FakeCall, FakeEngine
+from atts.perf.virtual_clock import run_virtual
 from atts.runner.run_folder import RunFolder
 from atts.runner.runner import RunOutcome, execute
 
@@ -77,8 +79,7 @@ def run(
 ) -> tuple[RunOutcome, list[dict]]:
     folder = RunFolder(out)
     folder.prepare({"config": cfg.to_dict()})
-    outcome = asyncio.run(
-        execute(cfg, problems(questions), draft, target, folder, bank_scores=bank,
-                show_progress=False, **kwargs)  # type: ignore[arg-type]
-    )
+    outcome = run_virtual(lambda loop: execute(
+        cfg, problems(questions), draft, target, folder, bank_scores=bank,
+        show_progress=False, clock=loop.time, **kwargs))  # type: ignore[arg-type]
     return outcome, folder.rows()

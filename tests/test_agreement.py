@@ -51,7 +51,7 @@ def test_entropy_counts_every_unanswered_sample_as_its_own_answer():
     # Disagreement cannot tell the two apart; entropy ranks the split vote lower.
     assert question_score("disagreement", two_two) == question_score("disagreement",
                                                                      two_one_one)
-    with pytest.raises(ValueError, match="unknown question score 'mode'.*disagreement"):
+    with pytest.raises(ValueError, match=r"unknown question score 'mode'.*disagreement"):
         question_score("mode", two_two)
     with pytest.raises(ValueError, match="at least one finished sample"):
         cluster_answers([], "gsm8k")

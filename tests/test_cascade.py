@@ -85,8 +85,8 @@ def test_a_killed_cascade_resumes_its_decisions_and_missing_target_samples(tmp_p
     _, full = run(cfg, draft, target, tmp_path / "full", questions=3)
     # A session killed after t/0's decision and one of its target samples, and after t/1's
     # first samples were written but before its decision was.
-    kept = [r for r in full if r["question_id"] == "t/1" or r["sample_index"] < 4
-            and r["question_id"] == "t/0"]
+    kept = [r for r in full if r["question_id"] == "t/1" or (r["sample_index"] < 4
+            and r["question_id"] == "t/0")]
     folder = RunFolder(tmp_path / "killed")
     folder.prepare({"config": cfg.to_dict()})
     for row in kept:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -21,23 +20,29 @@ from atts.engines.compute import ComputePool, machine_cores, plan_compute
 
 
 def test_the_pool_never_lets_more_calls_compute_than_it_has_cores() -> None:
+    """Eight calls on a pool of two: every holder waits inside the pool for a second holder
+    (a barrier, not a sleep), so two at once is reached by construction, and the counts show
+    a third never got in."""
     pool = ComputePool(2)
     busy, peak, lock = [0], [0], threading.Lock()
+    pair = threading.Barrier(2, timeout=30)
 
     def work() -> None:
         with pool.hold():
             with lock:
                 busy[0] += 1
                 peak[0] = max(peak[0], busy[0])
-            time.sleep(0.02)
+            pair.wait()  # both cores held now
             with lock:
                 busy[0] -= 1
+            pair.wait()  # both counted out before either frees its core
 
     threads = [threading.Thread(target=work) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not pair.broken
     assert peak[0] == 2 == pool.peak_busy  # reached, never exceeded
 
 

@@ -26,7 +26,9 @@ def drafts(ppls: list[float]):
 
 @pytest.fixture()
 def atts_run(tmp_path):
-    draft, target = engines(drafts([2.0, 99.5, 3.0]))
+    # Calls take (virtual) time, so the run has a wall time to validate against.
+    draft, target = engines(drafts([2.0, 99.5, 3.0]), draft_delay=lambda call: 0.5,
+                            target_delay=lambda call: 0.2)
     cfg = config(samples=2, rounds=4, alpha=0.1, alpha_discard=0.0)
     run(cfg, draft, target, tmp_path / "run")
     return tmp_path / "run"

@@ -156,10 +156,14 @@ def test_runs_that_differ_in_alpha_need_an_explicit_alpha(tmp_path):
 
 
 def test_a_folder_written_before_the_new_calibration_settings_still_resumes(tmp_path):
-    from atts.runner.run_folder import RunFolder
+    from atts.runner.run_folder import ADDED_DEFAULTS, RunFolder, _config_differences
 
     cfg = config(calibration="question", calibration_file=None, calibration_m=4, alpha=0.25)
-    old = {k: v for k, v in cfg.to_dict().items()
-           if k not in ("pvalue", "adaptive_gamma", "adaptive_strata")}
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ADDED_DEFAULTS}
+    assert {"pvalue", "adaptive_gamma", "escalate_alpha", "escalate_warmup"} <= set(cfg.to_dict())
+    assert _config_differences(old, cfg.to_dict()) == []
     RunFolder(tmp_path).prepare({"config": old})
     RunFolder(tmp_path).prepare({"config": cfg.to_dict()})  # no "different configuration"
+    assert RunFolder(tmp_path).read_manifest()["config"] == old  # the recorded one stays
+    changed = {**cfg.to_dict(), "escalate_alpha": 0.3}  # an added key set otherwise does differ
+    assert _config_differences(old, changed) == ["escalate_alpha: 0.7 -> 0.3"]

@@ -49,10 +49,10 @@ def expected_escalations(alpha: float, warmup: int) -> list[str]:
         scores.append(1 - top / len(answers))
     escalated = []
     for i, (q, s) in enumerate(zip(questions, scores, strict=True)):
-        if i < warmup:  # leave-one-out against the rest of the warm-up
-            others = [x for j, x in enumerate(scores[:warmup]) if j != i]
-        else:  # online: every question before it
-            others = scores[:i]
+        # The warm-up leave-one-out against the rest of it; later ones online, against all
+        # the questions before them.
+        others = ([x for j, x in enumerate(scores[:warmup]) if j != i] if i < warmup
+                  else scores[:i])
         p = (1 + sum(x >= s for x in others)) / (len(others) + 1)
         if p <= alpha:
             escalated.append(q)

@@ -136,12 +136,29 @@ def test_baseline_speedup_is_its_wall_over_this_runs_wall(report) -> None:
     assert json.loads(report.summary_json.read_text())["notes"] == []  # same questions, same N
 
 
-def test_every_plot_is_a_non_empty_png(report) -> None:
+def test_every_plot_is_a_drawn_png(report) -> None:
+    from matplotlib.image import imread
+
     assert set(report.plots) == {"rejection", "accuracy", "latency", "tokens"}
     for path in report.plots.values():
-        data = path.read_bytes()
-        assert path.parent == report.out_dir and len(data) > 5000
-        assert data.startswith(PNG_MAGIC), path
+        assert path.parent == report.out_dir and path.read_bytes().startswith(PNG_MAGIC), path
+        pixels = imread(path)[..., :3]
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 600, path
+        assert (pixels < 0.5).mean() > 0.005, path  # axes, text and marks, not a blank page
+
+
+def test_the_plots_draw_the_numbers_of_the_summary(report) -> None:
+    """The rejection plot's points are the per-round rates and the overall one, with alpha's
+    line; the token plot's bars are the token counts by kind (values read off the artists)."""
+    from atts.report.plots import plot_rejection, plot_tokens
+
+    runs = [(load_run(report.out_dir), json.loads(report.summary_json.read_text()))]
+    axes = plot_rejection(runs).axes[0]
+    (points, *_) = axes.lines
+    assert list(points.get_ydata()) == pytest.approx([1 / 7, 3 / 7, 4 / 14])
+    assert any(list(line.get_ydata()) == [0.25, 0.25] for line in axes.lines)
+    bars = plot_tokens(runs).axes[0].patches
+    assert [b.get_width() for b in bars] == [210, 210, 49]  # draft, score, target tokens
 
 
 def test_report_md_carries_tables_speedup_and_plots(report) -> None:

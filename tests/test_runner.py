@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from atts.perf.virtual_clock import run_virtual
 from atts.runner.run_folder import RunFolder, RunFolderError
 from atts.runner.runner import execute, sample_specs
 from atts.seeds import derive_seed
@@ -155,20 +156,21 @@ def test_cancelled_run_resumes_without_duplicates(tmp_path):
     folder.prepare({"config": cfg.to_dict()})
     written: list[str] = []
 
-    async def interrupted() -> None:
+    async def interrupted(loop) -> None:
         task = asyncio.ensure_future(
             execute(cfg, problems(4), draft, target, folder, bank_scores=range(1, 100),
-                    show_progress=False, on_sample=lambda t: written.append(t.question_id))
+                    show_progress=False, clock=loop.time,
+                    on_sample=lambda t: written.append(t.question_id))
         )
-        while len(written) < 4:
+        while len(written) < 4:  # virtual time: polls without waiting for real
             await asyncio.sleep(0.005)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(interrupted())
+    run_virtual(interrupted)
     partial = folder.rows()
-    assert 4 <= len(partial) < 12
+    assert len(partial) == len(written) and 4 <= len(partial) < 12
     outcome, rows = run(cfg, *engines(lambda call: "s ppl=10\n\n"), tmp_path, questions=4)
     assert outcome.skipped == len(partial) and outcome.written == 12 - len(partial)
     keys = [(r["question_id"], r["sample_index"]) for r in rows]
@@ -185,9 +187,14 @@ KILL_SCRIPT = textwrap.dedent(
     from atts.runner.runner import execute
 
     cfg = config(samples=4, rounds=3, max_active_samples=3)
-    draft, target = engines(lambda call: "s ppl=10\\n\\n", draft_delay=lambda call: 0.03)
     folder = RunFolder(sys.argv[1])
     folder.prepare({{"config": cfg.to_dict()}})
+    # The first session stalls once 5 rows are written (the killer waits for them), so the
+    # kill always lands midway, however fast or slow the machine; the resume does not stall.
+    stall = sys.argv[2] == "stall"
+    def delay(call):
+        return 3600.0 if stall and len(folder.rows()) >= 5 else 0.001
+    draft, target = engines(lambda call: "s ppl=10\\n\\n", draft_delay=delay)
     asyncio.run(execute(cfg, problems(6), draft, target, folder,
                         bank_scores=range(1, 100), show_progress=False))
     """
@@ -199,7 +206,7 @@ def test_kill_9_midway_loses_only_samples_in_flight_and_resume_completes(tmp_pat
     script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent)))
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC}
-    process = subprocess.Popen([sys.executable, str(script), str(out)], env=env)
+    process = subprocess.Popen([sys.executable, str(script), str(out), "stall"], env=env)
     samples = out / "samples.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -210,7 +217,8 @@ def test_kill_9_midway_loses_only_samples_in_flight_and_resume_completes(tmp_pat
     process.wait()
     before = RunFolder(out).rows()
     assert 5 <= len(before) < 24, "the kill should land midway"
-    subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, str(script), str(out), "go"], env=env, check=True,
+                   timeout=120)
     after = RunFolder(out).rows()
     keys = [(r["question_id"], r["sample_index"]) for r in after]
     assert len(keys) == 24 and len(set(keys)) == 24
@@ -319,10 +327,11 @@ def test_an_interrupted_run_stops_its_pre_drafting_quietly(tmp_path, calibration
     folder.prepare({"config": cfg.to_dict()})
     reports: list[dict] = []
 
-    async def interrupted() -> int:
-        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reports.append(ctx))
+    async def interrupted(loop) -> int:
+        loop.set_exception_handler(lambda _, ctx: reports.append(ctx))
         task = asyncio.ensure_future(
-            execute(cfg, problems(3), draft, target, folder, show_progress=False))
+            execute(cfg, problems(3), draft, target, folder, show_progress=False,
+                    clock=loop.time))
         while not draft.calls:
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.02)
@@ -334,7 +343,7 @@ def test_an_interrupted_run_stops_its_pre_drafting_quietly(tmp_path, calibration
         assert len(draft.calls) == drafted
         return drafted
 
-    asyncio.run(interrupted())
+    run_virtual(interrupted)
     import gc
 
     gc.collect()

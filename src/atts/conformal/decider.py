@@ -82,10 +82,13 @@ class DecisionPolicy:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One decision: its p-value (None: taken by the cold-bank rule) and what to do."""
+    """One decision: its p-value (None: taken by the cold-bank rule), what to do, and its
+    place in the Decider's sequence (0, 1, ...: the order a replay must take them in, where
+    two decisions share a timestamp)."""
 
     p_value: float | None
     decision: Decision
+    index: int = 0
 
     @property
     def rejected(self) -> bool:
@@ -104,6 +107,7 @@ class Decider:
         self._planned = planned
         self._levels = AdaptiveLevels(policy.alpha, policy.gamma)
         self.cold_decisions = 0  # decisions the cold-bank rule took (the server's warm-up)
+        self.decisions = 0
 
     @property
     def thresholds(self) -> Thresholds:
@@ -114,9 +118,10 @@ class Decider:
         then the score joins the banks (unless it is in them already: ``own_in_bank``)."""
         snapshot = self.banks.judging(key, own_in_bank=own_in_bank)
         n = snapshot.n - (1 if own_in_bank else 0)
+        index = self.decisions
         if n < self.thresholds.min_bank_size and self.policy.cold is not None:
             self.cold_decisions += 1
-            verdict = Verdict(None, self.policy.cold)
+            verdict = Verdict(None, self.policy.cold, index)
         else:
             where = self.banks.where(key) + (" (one left out)" if own_in_bank else "")
             self.require(n, where)
@@ -126,11 +131,12 @@ class Decider:
                     self.policy.seed, key.question_id, key.sample_index, key.round,
                     self.policy.tag))
             p = snapshot.p_value_of(score, leave_one_out=own_in_bank, rng=rng)
-            verdict = Verdict(p, self._classify(key, p))
+            verdict = Verdict(p, self._classify(key, p), index)
         if self._planned is not None:
-            verdict = Verdict(verdict.p_value, self._planned(key))
+            verdict = Verdict(verdict.p_value, self._planned(key), index)
         if not own_in_bank:
             self.banks.after(key, score)
+        self.decisions += 1
         return verdict
 
     def require(self, n: int, where: str) -> None:

@@ -93,6 +93,23 @@ def _check_fingerprint(fingerprint: Mapping[str, str]) -> dict[str, str]:
     return dict(fingerprint)
 
 
+def check_bank_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any score is computed, a bank path that cannot be written: a folder, or a
+    place whose nearest existing folder is a file or is not writable."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{target} is a folder; give the bank a file name, e.g. "
+                         f"{target / 'bank.json'}")
+    existing = target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write the bank {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"cannot write the bank {target}: {existing} is not writable")
+    return target
+
+
 def save_bank(
     path: str | os.PathLike[str], scores: npt.ArrayLike, fingerprint: Mapping[str, str]
 ) -> Path:

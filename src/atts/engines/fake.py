@@ -10,7 +10,8 @@ step text for scoring, the sampling parameters):
   so the step's perplexity is ``exp(-value)``; asked with ``SamplingParams(logprobs=True)``, a
   generation's tokens get the value of the same callable (its call's kind is "generate");
 - ``delay``: seconds to sleep before answering (``asyncio.sleep``: it yields, like a real engine
-  waiting on its worker thread).
+  waiting on its worker thread).  Times are the running loop's, so on a virtual-clock loop
+  (``atts.perf.virtual_clock``) a test's delays take no real time and order events exactly.
 
 It records every call and the peak number of calls in flight, so tests can check concurrency
 limits and scheduling.  It can also be told to fail the next k calls (to test retries).
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +57,11 @@ def _default_step(call: FakeCall) -> str:
 
 def _default_score(call: FakeCall) -> float:
     return -1.0
+
+
+def _now() -> float:
+    """The running loop's clock (virtual on a virtual-clock loop)."""
+    return asyncio.get_running_loop().time()
 
 
 def _no_delay(call: FakeCall) -> float:
@@ -126,7 +131,7 @@ class FakeEngine:
                 on_tokens(ids[:end])
                 await asyncio.sleep(0)
         return Generation(
-            ids, text, finish, prompt_tokens=len(prompt_ids), seconds=time.monotonic() - started,
+            ids, text, finish, prompt_tokens=len(prompt_ids), seconds=_now() - started,
             logprobs=logprobs,
         )
 
@@ -141,7 +146,7 @@ class FakeEngine:
             self._leave(call, started)
         return StepScore(
             tuple([value] * len(step_ids)), cached_tokens=len(prefix_ids),
-            seconds=time.monotonic() - started,
+            seconds=_now() - started,
         )
 
     def release(self, token_ids: Sequence[int]) -> None:
@@ -157,7 +162,7 @@ class FakeEngine:
             )
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        started = time.monotonic()
+        started = _now()
         try:
             delay = self._delay(call)
             if delay > 0:
@@ -173,5 +178,5 @@ class FakeEngine:
     def _leave(self, call: FakeCall, started: float) -> None:
         self.in_flight -= 1
         self.calls.append(
-            dataclasses.replace(call, started=started, finished=time.monotonic())
+            dataclasses.replace(call, started=started, finished=_now())
         )

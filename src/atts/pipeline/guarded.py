@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from atts.engines.base import (
+    ChatMessage,
     ContextOverflowError,
     Engine,
     EngineInfo,
@@ -64,6 +65,9 @@ class GuardedEngine:
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self.engine.detokenize(token_ids)
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return self.engine.render_chat(messages)
 
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams,
                        on_tokens: TokenSink | None = None) -> Generation:

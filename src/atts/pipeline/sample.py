@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from atts.config import RunConfig
+from atts.data import Problem
 from atts.engines.base import Generation, SamplingParams, StepScore, TokenSink
 from atts.grading import extract_boxed
 from atts.pipeline.barrier import SyncCoordinator
@@ -24,6 +25,7 @@ from atts.pipeline.prompt import (
     FORCED_ANSWER_TOKENS,
     WAIT_CUE,
     close_forced_answer,
+    question_messages,
 )
 from atts.pipeline.trace import Author, SampleTrace, Step, StopReason, step_counters
 from atts.seeds import derive_seed
@@ -39,6 +41,11 @@ class SampleSpec:
     gold: str
     sample_index: int
     seed: int
+
+    @classmethod
+    def of(cls, problem: Problem, index: int, seed: int) -> SampleSpec:
+        """Sample ``index`` of ``problem``, drawn with ``seed``."""
+        return cls(problem.id, problem.dataset, problem.question, problem.gold, index, seed)
 
 
 @dataclass
@@ -59,6 +66,29 @@ class SampleEnv:
     # monotonic clock saw them (reading both clocks per sample let a preemption between the
     # two reads shift one sample by milliseconds and swap close decisions in a replay).
     wall_offset: float = field(default_factory=lambda: time.time() - time.monotonic())
+
+    @classmethod
+    def build(cls, config: RunConfig, draft: GuardedEngine, target: GuardedEngine, *,
+              calibrator: CalibratorLike | None = None,
+              coordinator: SyncCoordinator | None = None,
+              clock: Callable[[], float] = time.monotonic,
+              prompt_ids: Callable[[str], list[int]] | None = None,
+              context_length: int | None = None) -> SampleEnv:
+        """The environment of a run, a calibration or a request: by default a question's
+        prompt is the target's chat template over ``question_messages`` (rendered once per
+        question), and the context is the smaller of the two engines'."""
+        if prompt_ids is None:
+            rendered: dict[str, list[int]] = {}
+
+            def prompt_ids(question: str) -> list[int]:
+                if question not in rendered:
+                    rendered[question] = target.render_chat(question_messages(question))
+                return rendered[question]
+
+        return cls(config, draft, target, calibrator, prompt_ids,
+                   context_length if context_length is not None else
+                   min(draft.info.context_length, target.info.context_length),
+                   coordinator, clock, time.time() - clock())
 
 
 @dataclass

@@ -110,7 +110,7 @@ async def atts_round(state: SampleState, env: SampleEnv, round_index: int) -> No
     step = Step(
         round_index, "draft", generation.text, len(generation.token_ids),
         kept=decision is not Decision.REGENERATE, score=value, p_value=verdict.p_value,
-        decision=decision.value, calibration=prepass, **_scoring(drafted),
+        decision=decision.value, calibration=prepass, order=verdict.index, **_scoring(drafted),
         prefill_tokens=prefill_tokens(generation.prompt_tokens, generation, drafted.score),
         t=decided_at,
     )

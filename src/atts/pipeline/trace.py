@@ -51,6 +51,9 @@ class Step:
     # (``atts replay``).  Rows written before this field have none: readers use the summed
     # ``seconds`` of the steps up to and including this one (``atts.replay.stream``).
     t: float | None = None
+    # A judged draft step: its place in the run's sequence of decisions in this session (the
+    # Decider's count), which orders decisions that share a timestamp (``atts replay``).
+    order: int | None = None
 
     @property
     def judged(self) -> bool:

@@ -150,7 +150,11 @@ def cascade_replay(first_run: GradedRun, target_run: GradedRun, alphas: Sequence
         any_right = [float(any(r["correct"] for r in final[q][0])) for q in order]
         delta = paired_difference(per_q, p1_target)
         assert delta is not None  # the same questions on both sides
-        part = sum(share[q] for q in chosen) / sum(share.values()) if share else 0.0
+        total = sum(share.values())
+        # A target run that took no time at all (a virtual clock): the escalated questions'
+        # share of the questions stands in.
+        part = (sum(share[q] for q in chosen) / total if total > 0
+                else len(chosen) / len(order))
         points.append(CascadePoint(
             alpha, len(order), len(escalated), bootstrap_mean(list(per_q.values())),
             sum(maj) / len(maj), sum(any_right) / len(any_right), delta,

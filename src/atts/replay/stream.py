@@ -7,7 +7,8 @@ the sample's steps up to and including this one (it omits the time a call waited
 capacity, so the order of such rows is approximate).  The recorded ``decision`` and
 ``p_value`` are read when present, only to compare a replay with the run.
 
-The stream is every draft step with a score, ordered by ``started_at + t``.
+The stream is every draft step with a score, ordered by ``started_at + t``, and by the run's
+own decision count (``order``) where two decisions share an instant.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def read_run(path: str | Path) -> RecordedRun:
     if not steps:
         raise ValueError(f"{source}: no scored draft steps to replay (a target_only or "
                          "draft_only run, or no finished sample)")
-    steps.sort(key=lambda item: (item[0], item[1]))
+    steps.sort(key=lambda item: (item[0], item[2].order, item[1]))
     return RecordedRun(source, _settings(source), _admission_order(starts),
                        tuple(step for _, _, step in steps))
 

@@ -89,8 +89,8 @@ class EscalatingRun:
     def target_specs(self, question_id: str) -> list[SampleSpec]:
         """The N target samples of an escalated question, seeded as target-only's 0..N-1."""
         p = self._problems[question_id]
-        return [SampleSpec(p.id, p.dataset, p.question, p.gold, self._n + j,
-                           derive_seed(self._config.seed, p.id, j)) for j in range(self._n)]
+        return [SampleSpec.of(p, self._n + j, derive_seed(self._config.seed, p.id, j))
+                for j in range(self._n)]
 
     def _add(self, question_id: str) -> list[QuestionDecision]:
         answers = self._answers[question_id]

@@ -37,6 +37,7 @@ class StreamStep:
     first: bool  # the sample's round-0 draft step (a pre-pass step when its key was drafted)
     decision: str | None = None  # as recorded, None when the row has none
     p_value: float | None = None
+    order: int = 0  # the run's decision count (Step.order): orders decisions of one instant
 
 
 def recorded_calibration(rows: Sequence[dict[str, Any]]) -> dict[str, dict[int, float]]:
@@ -81,7 +82,8 @@ def judged_in_order(rows: list[dict[str, Any]], source: Path) -> list[StreamStep
         for step in row_steps(row, source, number)[2]:
             if step.decision is not None:
                 found.append((step.at, len(found), step))
-    return [step for _, _, step in sorted(found, key=lambda item: (item[0], item[1]))]
+    return [step for _, _, step in sorted(found, key=lambda item: (item[0], item[2].order,
+                                                                     item[1]))]
 
 
 def row_steps(
@@ -122,7 +124,7 @@ def row_steps(
             found.append(StreamStep(
                 question_id, sample_index, round_index, _number(step["score"], f"{at}: score"),
                 started_at + t, first and round_index == 0, step.get("decision"),
-                step.get("p_value"),
+                step.get("p_value"), int(step.get("order") or 0),
             ))
         if is_draft:
             first = False

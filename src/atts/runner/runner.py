@@ -33,7 +33,6 @@ from atts.pipeline.executor import (
     TokenizerMismatchError as TokenizerMismatchError,  # raised for the runner's callers
 )
 from atts.pipeline.executor import check_tokenizers, execute_sample, guarded_pair
-from atts.pipeline.prompt import question_messages
 from atts.pipeline.sample import SampleEnv, SampleSpec, SampleState
 from atts.pipeline.strategies import STRATEGIES, draft_and_score, target_only_round
 from atts.pipeline.trace import SampleTrace
@@ -65,11 +64,9 @@ class RunOutcome:
 
 
 def sample_specs(config: RunConfig, problems: Sequence[Problem]) -> list[SampleSpec]:
-    return [
-        SampleSpec(p.id, p.dataset, p.question, p.gold, s, derive_seed(config.seed, p.id, s))
-        for p in problems
-        for s in range(config.samples)
-    ]
+    """Samples 0..N-1 of every problem, each seeded by (run seed, question, index)."""
+    return [SampleSpec.of(p, s, derive_seed(config.seed, p.id, s))
+            for p in problems for s in range(config.samples)]
 
 
 async def execute(
@@ -104,13 +101,6 @@ async def execute(
              if strategy.escalates else None)
     escalated = tiers.pending(done) if tiers is not None else []
     guarded_draft, guarded_target = guarded_pair(config, draft, target)
-    prompts: dict[str, list[int]] = {}
-
-    def prompt_ids(question: str) -> list[int]:
-        if question not in prompts:
-            prompts[question] = target.render_chat(question_messages(question))
-        return prompts[question]
-
     if problems:  # the run's own first prompt, rendered by both
         check_tokenizers(draft, target, problems[0].question)
     spec_by_key = {(s.question_id, s.sample_index): s for s in specs}
@@ -119,26 +109,17 @@ async def execute(
     async def calibration_draft(question_id: str, sample_index: int) -> ScoredDraft:
         spec = spec_by_key.get((question_id, sample_index))
         if spec is None:  # m > N: a calibration-only first step, seeded like a sample
-            p = problem_by_id[question_id]
-            seed = derive_seed(config.seed, p.id, sample_index)
-            spec = SampleSpec(p.id, p.dataset, p.question, p.gold, sample_index, seed)
-        state = SampleState(spec, list(prompt_ids(spec.question)), started=clock(), now=clock)
+            spec = SampleSpec.of(problem_by_id[question_id], sample_index,
+                                 derive_seed(config.seed, question_id, sample_index))
+        state = SampleState(spec, list(env.prompt_ids(spec.question)), started=clock(),
+                            now=clock)
         return await draft_and_score(state, env, 0)
 
     calibrator = (_calibrator(config, calibration_draft, rows, folder, bank_scores, planned)
                   if strategy.calibrated else None)
     coordinator = strategy.coordinator(config)
-    env = SampleEnv(
-        config=config,
-        draft=guarded_draft,
-        target=guarded_target,
-        calibrator=calibrator,
-        prompt_ids=prompt_ids,
-        context_length=min(draft.info.context_length, target.info.context_length),
-        coordinator=coordinator,
-        clock=clock,
-        wall_offset=time.time() - clock(),
-    )
+    env = SampleEnv.build(config, guarded_draft, guarded_target, calibrator=calibrator,
+                          coordinator=coordinator, clock=clock)
     # An escalated question's samples are target-only samples: target_only's settings
     # (the target forces their answers), the same engines and clock.
     target_env = dataclasses.replace(env, config=config.replace(strategy="target_only"),

@@ -53,8 +53,8 @@ SERVE_PROMPT = "serve:client-chat-messages"
 
 
 def bank_fingerprint(config: RunConfig, draft: EngineInfo, target: EngineInfo) -> dict[str, str]:
-    """Like ``atts.runner.session.calibration_fingerprint``, with the serve prompt marker."""
-    from atts.runner.session import calibration_fingerprint
+    """Like ``atts.runner.manifest.calibration_fingerprint``, with the serve prompt marker."""
+    from atts.runner.manifest import calibration_fingerprint
 
     return {**calibration_fingerprint(config, draft, target), "prompt_sha256": SERVE_PROMPT}
 

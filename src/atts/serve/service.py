@@ -144,7 +144,7 @@ class AttsService:
         engines: tuple[Engine, Engine] | None = None,
     ) -> AttsService:
         """Engines (built from ``config`` unless given) and the bank file of ``settings``."""
-        from atts.runner.session import build_engines
+        from atts.runner.build import build_engines
 
         draft, target = engines if engines is not None else build_engines(config)
         fingerprint = bank_fingerprint(config, draft.info, target.info)
@@ -231,8 +231,8 @@ class AttsService:
             self.bank, Thresholds(config.alpha, config.discard_level),
             grows=prepared.grows_bank,
         )
-        env = SampleEnv(
-            config=config, draft=self.draft, target=self.target,
+        env = SampleEnv.build(
+            config, self.draft, self.target,
             calibrator=calibrator,  # a CalibratorLike; p = None during warm-up
             prompt_ids=lambda _question: list(prepared.prompt_ids),
             context_length=prepared.context_length,

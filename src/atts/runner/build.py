@@ -1,0 +1,66 @@
+"""The engines of a run, built from its configuration and closed after it: the one place that
+turns ``RunConfig`` engine settings into engines (runs, ``atts calibrate``, the server).
+
+In-process engines (llama.cpp) share one pool of ``config.cores`` cores (engines/compute.py);
+remote engines get their endpoints, timeout and the HTTP layer's retry policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atts.config import REMOTE_ENGINES, RunConfig
+from atts.engines import create_engine
+from atts.engines.base import Engine
+from atts.engines.compute import ComputePool
+
+__all__ = ["build_engines", "close_engines", "engine_options"]
+
+
+def engine_options(config: RunConfig, role: str,
+                   compute: ComputePool | None = None) -> dict[str, Any]:
+    """The constructor options of the ``role`` engine; ``compute`` is the run's shared pool of
+    cores, handed to every in-process engine that the plan puts in it."""
+    if config.engine in REMOTE_ENGINES:
+        options: dict[str, Any] = {
+            "base_url": config.draft_url if role == "draft" else config.target_url,
+            "n_ctx": config.n_ctx,
+            "timeout": config.remote_timeout,
+            "max_retries": config.max_retries,  # the HTTP layer's policy; see guarded.py
+            "backoff": config.retry_backoff,
+        }
+        tokenizer = config.draft_tokenizer if role == "draft" else config.target_tokenizer
+        if tokenizer:
+            options["tokenizer"] = tokenizer
+        return options
+    if config.engine == "llama_cpp":
+        plan = config.compute_plan()
+        share = plan.draft if role == "draft" else plan.target
+        # One cached context per sample in flight keeps every active prefix in the KV cache.
+        options = {"n_ctx": config.n_ctx, "n_threads": share.threads,
+                   "n_contexts": config.max_active_samples}
+        if share.pooled:
+            options["compute"] = compute if compute is not None else ComputePool(plan.cores)
+        return options
+    return {}
+
+
+def build_engines(config: RunConfig) -> tuple[Engine, Engine]:
+    """Both engines of a run; the in-process ones share one pool of ``config.cores`` cores."""
+    compute = ComputePool(config.compute_plan().cores)
+    draft = create_engine(
+        f"{config.engine}:{config.draft}", "draft", **engine_options(config, "draft", compute)
+    )
+    if (config.draft, config.draft_url) == (config.target, config.target_url):
+        return draft, draft
+    target = create_engine(
+        f"{config.engine}:{config.target}", "target",
+        **engine_options(config, "target", compute),
+    )
+    return draft, target
+
+
+async def close_engines(draft: Engine, target: Engine) -> None:
+    await draft.close()
+    if target is not draft:
+        await target.close()
