@@ -16,8 +16,16 @@ No model code lives here (numpy only), so everything can be tested on plain scor
 """
 
 from atts.conformal.bank import BankSnapshot, CalibrationBank
-from atts.conformal.decider import BankStore, Decider, DecisionPolicy, Verdict
-from atts.conformal.decision import Decision, Thresholds, alpha_for_budget, classify
+from atts.conformal.decider import (
+    BankStore,
+    Decider,
+    Decision,
+    DecisionPolicy,
+    Thresholds,
+    Verdict,
+    alpha_for_budget,
+    classify,
+)
 from atts.conformal.persistence import (
     BankMismatchError,
     ScoreMismatchError,

@@ -16,7 +16,7 @@ sequence of scores.  What it does not: a step's rejection is not an exchangeable
 probability <= alpha (the split-conformal guarantee), and over a short stream the rate may sit
 up to the bound away from alpha.  ``AdaptiveLevels`` keeps one tracker per stratum (a round
 bucket, optionally per question), so every round, not only their average, meets alpha.  The
-decision at a working level is ``atts.conformal.decision.classify`` (reject iff p <= alpha_t),
+decision at a working level is ``atts.conformal.decider.classify`` (reject iff p <= alpha_t),
 taken by the ``Decider``.
 """
 

@@ -44,7 +44,7 @@ from atts.models.store import model_sha256, resolve_model
 def _default_threads() -> int:
     # Half the cores: without a compute pool a draft and a target engine compute at the same
     # time, and llama.cpp's threads spin at barriers, so oversubscribing the cores slows both.
-    # Runs always pass a pool (runner/session.py); this serves engines built by hand.
+    # Runs always pass a pool (runner/build.py); this serves engines built by hand.
     return max(1, (os.cpu_count() or 2) // 2)
 
 

@@ -149,7 +149,7 @@ def load_run_stats(path: str | Path) -> RunStats:
         min_rounds=int(config.get("min_rounds") or 0),
         draft_concurrency=int(config.get("draft_concurrency") or 2),
         target_concurrency=int(config.get("target_concurrency") or 2),
-        # The embedded engine keeps one context per sample in flight (runner/session.py).
+        # The embedded engine keeps one context per sample in flight (runner/build.py).
         contexts=int(config.get("max_active_samples") or 8)
         if config.get("engine") == "llama_cpp" else None,
     )

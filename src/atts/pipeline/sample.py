@@ -4,7 +4,9 @@ A strategy only says how one round's step gets written (``RoundBody``); this loo
 rest (docs/METHOD.md sections 1-2): render the prompt once, keep the text as token ids end to end,
 stop at the first final answer or after T rounds, budget forcing (an answer before
 ``min_rounds`` gets "Wait" appended; a sample that ends without one gets the answer cue and a
-forced completion), and a clean stop before the context window overflows.
+forced completion), and a clean stop before the context window overflows.  ``execute_sample``
+runs one sample to its end and turns a failure for good into its error row (recorded, not
+swallowed; a cancellation is not a failure and propagates).
 """
 
 from __future__ import annotations
@@ -301,3 +303,13 @@ def failed_trace(spec: SampleSpec, config: RunConfig, error: BaseException,
         text="", rounds=0, steps=(), started_at=started_at, finished_at=time.time(),
         error=f"{type(error).__name__}: {error}",
     )
+
+
+async def execute_sample(spec: SampleSpec, env: SampleEnv, body: RoundBody,
+                         on_text: TextSink | None = None) -> SampleTrace:
+    """The sample's trace, or its error row when its engine calls failed for good."""
+    started = time.time()
+    try:
+        return await run_sample(spec, env, body, on_text)
+    except Exception as err:  # not CancelledError: a cancelled sample writes nothing
+        return failed_trace(spec, env.config, err, started)

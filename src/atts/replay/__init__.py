@@ -1,7 +1,9 @@
 """atts.replay: re-run the decision layer over recorded runs, offline, under any calibration.
 
 - ``stream``: a ``samples.jsonl`` as the stream of judged draft steps, in the run's order;
-- ``replay``: the run's ``Judge`` over that stream (``replay_run``), pre-passes included;
+- ``replay``: the run's ``Decider`` over that stream (``replay_run``), pre-passes included;
+- ``escalation``: the cascade's question-level decisions over two recorded runs (exact);
+- ``certify``: the cheapest escalate_alpha whose accuracy loss is certified (learn-then-test);
 - ``table``: realised rejection rates overall, per round and per question (``summarize``).
 
 ``replay_paths`` replays each run on its own banks and pools the decisions for the table.

@@ -19,7 +19,7 @@ from atts.conformal import save_bank
 from atts.conformal.persistence import check_bank_path
 from atts.data import Problem, load_dataset
 from atts.engines.base import Engine
-from atts.pipeline.executor import guarded_pair
+from atts.pipeline.engine_pair import guarded_pair
 from atts.pipeline.sample import SampleEnv, SampleSpec, SampleState
 from atts.pipeline.strategies import draft_and_score
 from atts.runner.admission import Admission

@@ -28,12 +28,12 @@ from atts.data import Problem
 from atts.engines.base import Engine
 from atts.engines.call_stats import CallStats
 from atts.pipeline.calibration import Calibrator, ScoredDraft
-from atts.pipeline.escalation import QuestionDecision
-from atts.pipeline.executor import (
+from atts.pipeline.engine_pair import (
     TokenizerMismatchError as TokenizerMismatchError,  # raised for the runner's callers
 )
-from atts.pipeline.executor import check_tokenizers, execute_sample, guarded_pair
-from atts.pipeline.sample import SampleEnv, SampleSpec, SampleState
+from atts.pipeline.engine_pair import check_tokenizers, guarded_pair
+from atts.pipeline.escalation import QuestionDecision
+from atts.pipeline.sample import SampleEnv, SampleSpec, SampleState, execute_sample
 from atts.pipeline.strategies import STRATEGIES, draft_and_score, target_only_round
 from atts.pipeline.trace import SampleTrace
 from atts.runner.admission import Admission

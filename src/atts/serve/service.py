@@ -39,9 +39,9 @@ from atts.config import ConfigError, RunConfig
 from atts.conformal import Thresholds, min_bank_size
 from atts.engines.base import ChatMessage, Engine
 from atts.grading import normalize_answer
-from atts.pipeline.executor import check_tokenizers, execute_sample, guarded_pair
+from atts.pipeline.engine_pair import check_tokenizers, guarded_pair
 from atts.pipeline.prompt import ANSWER_CUE, FORCED_ANSWER_TOKENS
-from atts.pipeline.sample import SampleEnv, SampleSpec, TextSink
+from atts.pipeline.sample import SampleEnv, SampleSpec, TextSink, execute_sample
 from atts.pipeline.strategies import atts_round
 from atts.pipeline.trace import SampleTrace
 from atts.report.metrics import majority_vote
