@@ -177,6 +177,31 @@ def test_full_pool_evicts_the_cheapest_context_and_released_ones_first() -> None
             run(eng.close())
 
 
+def test_a_regenerated_step_reads_its_samples_own_cache_not_a_siblings() -> None:
+    """Two samples of one question each score a step; the first's step is rejected and the
+    target regenerates it from the prompt.  By prefix both sequences fit; with the samples'
+    cache keys the regeneration goes back to its own and the sibling's history survives, and
+    the engine's counts say no context row was read again after an eviction."""
+    from atts.engines.llama_cpp import LlamaCppEngine
+
+    eng = LlamaCppEngine(_tiny_path(), n_ctx=1024, n_contexts=2, n_threads=2)
+    try:
+        prompt = eng.render_chat([ChatMessage("user", "Count from one to ten.")])
+        step_a, step_b = eng.tokenize(" One, two, three."), eng.tokenize(" Uno, dos, tres.")
+        run(eng.score(prompt, step_a, cache_key="q#0"))
+        run(eng.score(prompt, step_b, cache_key="q#1"))
+        regenerated = run(eng.generate(prompt, SamplingParams(max_tokens=4, temperature=0,
+                                                              cache_key="q#0")))
+        assert regenerated.cached_tokens == len(prompt) - 1  # its own prompt, still cached
+        again = run(eng.score(prompt + step_b, step_a, cache_key="q#1"))
+        assert again.cached_tokens == len(prompt) + len(step_b) - 1  # the sibling's too
+        stats = eng.call_stats
+        assert stats.evicted_rows == 0
+        assert stats.first_rows == 2 * (len(prompt) - 1)  # each sample read its prompt once
+    finally:
+        run(eng.close())
+
+
 def test_concurrent_requests_match_sequential(engine: Any, prompt: list[int]) -> None:
     params = [SamplingParams(max_tokens=12, temperature=0.9, seed=s) for s in range(4)]
     sequential = [run(engine.generate(prompt, p)).token_ids for p in params]

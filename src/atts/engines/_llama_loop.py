@@ -9,10 +9,9 @@ Every sample in flight owns a sequence (``seq_id``) of one llama.cpp context, ch
 2. it decodes one token of *every* generation in the set in a single ``llama_decode`` call, a
    batch with one row per sequence, and samples each sequence's next token from its row.
 
-That is how serving engines spend a CPU or a GPU on many samples: a decode step reads the
-weights once for the whole batch instead of once per sample.  On the team's 2-core Xeon the
-1.5B target decodes 15-19 tok/s one sequence at a time and 30-33 tok/s with four per call
-(``bench/bench_llama_anchor.py``; BENCHMARKS.md, "Equal hardware").
+A decode step reads the weights once for the whole batch instead of once per sample (the 1.5B
+target: 15-19 tok/s one sequence at a time, 30-33 with four per call on the team's 2 cores;
+``bench/bench_llama_anchor.py``).
 
 Each sequence has its own KV buffer (``kv_unified = false``), so a row attends only to its
 own sequence's cells and a sample's numbers do not depend on which siblings are cached beside
@@ -20,10 +19,8 @@ it: on the tiny model the tests find samples decoded together exactly equal to t
 requests made alone.  (One shared buffer, ``kv_unified = true``, moved a step's scores by up to
 0.18 nat with the siblings resident; not taken.)  The price: llama.cpp computes a batch as one
 graph per run of consecutive ``seq_id``s ("sequential" split), so the batch goes in seq_id
-order and gaps cost.  Measured on the 0.5B draft, 8 sequences on 2 cores: 75 tok/s in order,
-39 shuffled (hence the sort), 37 for 5 sequences with gaps; one shared buffer gave 61 / 61 /
-47.  Target-only keeps nearly all its sequences decoding (few gaps); ATTS's draft engine has
-more, so this costs ATTS more than its baseline.
+order and gaps cost (0.5B draft, 8 sequences on 2 cores: 75 tok/s in order, 39 shuffled,
+hence the sort; 37 for 5 sequences with gaps).
 
 Threads: with a ``ComputePool`` each decode call takes the cores that are free when it starts
 (at least one, at most ``max_threads``), so a draft and a target loop share the run's budget:
@@ -68,6 +65,7 @@ class Request:
     params: SamplingParams | None = None
     prefix_len: int = 0  # scoring: where the step starts
     on_tokens: TokenSink | None = None  # generation: told the ids so far as they grow
+    owner: str | None = None  # the sample it continues (cache_key): its own sequence first
 
 
 @dataclass
@@ -101,10 +99,8 @@ class DecodeLoop:
         params.n_outputs_max = max(score_chunk, n_seq)
         params.n_threads = params.n_threads_batch = max_threads
         params.no_perf = True
-        # Off by default: on CPU, flash attention makes a token's logits depend on how the
-        # sequence was split into batches (0.5 nat per token measured on SmolLM2), so a step's
-        # score would depend on the cache history.  Without it, the tiny model's scores equal
-        # a single-batch evaluation exactly (tests/test_engine_llama_cpp.py).
+        # Off by default: on CPU, flash attention makes logits depend on how a sequence was
+        # batched (0.5 nat per token on SmolLM2); without it scores are exact (tests).
         params.flash_attn_type = (lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
                                   else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         self._ctx = internals.LlamaContext(model=model, params=params, verbose=verbose)
@@ -191,13 +187,13 @@ class DecodeLoop:
             if request.future.cancelled():
                 continue
             scored = scored or is_score
-            slot, shared = self.pool.acquire(request.ids)
-            self._guarded_start(request, slot, shared)
+            slot, shared, history = self.pool.acquire(request.ids, request.owner)
+            self._guarded_start(request, slot, shared, history)
 
-    def _guarded_start(self, request: Request, slot: Slot, shared: int) -> None:
+    def _guarded_start(self, request: Request, slot: Slot, shared: int, history: str) -> None:
         start = self._score if request.params is None else self._begin
         try:
-            keep = start(request, slot, shared)
+            keep = start(request, slot, shared, history)
         except Exception as err:  # the request fails alone; the loop goes on
             self._clear(slot)
             self.pool.give_back(slot)
@@ -288,12 +284,18 @@ class DecodeLoop:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _score(self, request: Request, slot: Slot, shared: int) -> bool:
+    def _count_context(self, history: str, rows: int) -> None:
+        """Count a request's context rows as a first read or a re-read after an eviction."""
+        if history != "own":
+            self.calls = self.calls.context(*((rows, 0) if history == "first" else (0, rows)))
+
+    def _score(self, request: Request, slot: Slot, shared: int, history: str) -> bool:
         t0 = time.perf_counter()
         full, n_prefix = request.ids, request.prefix_len
         # Logits are not cached, so the prefix's last token is always evaluated again: its row
         # gives log p(step[0] | prefix).
         cached = min(shared, n_prefix - 1)
+        self._count_context(history, n_prefix - 1 - cached)
         self._truncate(slot, cached)
         self._extend(slot, full, n_prefix - 1, last_logits=False)
         logprobs: list[float] = []
@@ -308,12 +310,13 @@ class DecodeLoop:
                                           seconds=time.perf_counter() - t0))
         return False
 
-    def _begin(self, request: Request, slot: Slot, shared: int) -> bool:
+    def _begin(self, request: Request, slot: Slot, shared: int, history: str) -> bool:
         """Prefill a generation's prompt and sample its first token; True if it decodes on."""
         assert request.params is not None
         t0 = time.perf_counter()
         prompt = request.ids
         cached = min(shared, len(prompt) - 1)
+        self._count_context(history, len(prompt) - cached)
         self._truncate(slot, cached)
         # cached < len(prompt): at least the last prompt token is evaluated, and its row is
         # the distribution of the first new token.

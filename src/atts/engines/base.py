@@ -44,6 +44,10 @@ class SamplingParams:
     # Also return log p(token) of every generated token under the model's own distribution
     # (temperature 1, before top-p): the draft side of the llr score (atts.conformal.scores).
     logprobs: bool = False
+    # Which sample the call continues (``Engine.score`` takes the same key): an engine with a
+    # cache of its own keeps each key's history in one sequence, so a sample whose last step
+    # was discarded goes back to its own cache, not to a sibling's that shares its prompt.
+    cache_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -152,9 +156,11 @@ class Engine(Protocol):
         returned ``Generation`` either way."""
         ...
 
-    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int], *,
+                    cache_key: str | None = None) -> StepScore:
         """Log-probability of each of ``step_ids`` given everything before it.
-        ``prefix_ids`` must not be empty (the first step token needs a context)."""
+        ``prefix_ids`` must not be empty (the first step token needs a context).
+        ``cache_key``: the sample the call continues (``SamplingParams.cache_key``)."""
         ...
 
     def release(self, token_ids: Sequence[int]) -> None:

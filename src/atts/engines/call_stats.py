@@ -31,6 +31,12 @@ class CallStats:
     prefill_seconds: float = 0.0
     wait_seconds: float = 0.0  # waiting for a free core of the run's pool
     thread_seconds: float = 0.0  # threads held x seconds computing
+    # Of the prefill rows, the context rows of a sample's first call (its prompt, read once),
+    # and those of a call whose sample's cached sequence had gone to another sample (evicted:
+    # read again).  The rest are scored steps' tokens and the text new since a sample's last
+    # call in its own sequence (the other model's step, a cue, one row for the logits).
+    first_rows: int = 0
+    evicted_rows: int = 0
 
     def plus(self, kind: CallKind, rows: int, seconds: float, wait: float,
              threads: int) -> CallStats:
@@ -42,6 +48,11 @@ class CallStats:
                                 f"{kind}_seconds": getattr(self, f"{kind}_seconds") + seconds},
                        wait_seconds=self.wait_seconds + wait,
                        thread_seconds=self.thread_seconds + threads * seconds)
+
+    def context(self, first: int, evicted: int) -> CallStats:
+        """These totals with a request's first-read and evicted context rows added."""
+        return replace(self, first_rows=self.first_rows + first,
+                       evicted_rows=self.evicted_rows + evicted)
 
     def since(self, earlier: CallStats) -> CallStats:
         """The calls made after ``earlier`` was taken (one session of a longer-lived engine)."""

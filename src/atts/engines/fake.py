@@ -135,7 +135,8 @@ class FakeEngine:
             logprobs=logprobs,
         )
 
-    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int], *,
+                    cache_key: str | None = None) -> StepScore:
         if not prefix_ids or not step_ids:
             raise ValueError("score needs a non-empty prefix and a non-empty step")
         call = FakeCall("score", self.detokenize(prefix_ids), step=self.detokenize(step_ids))

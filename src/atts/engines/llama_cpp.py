@@ -195,9 +195,11 @@ class LlamaCppEngine:
                 f"context length {self._n_ctx}; shorten the prompt or raise n_ctx"
             )
         sink = None if on_tokens is None else _on_loop(asyncio.get_running_loop(), on_tokens)
-        return await self._submit(Request(prompt, Future(), params=params, on_tokens=sink))
+        return await self._submit(Request(prompt, Future(), params=params, on_tokens=sink,
+                                          owner=params.cache_key))
 
-    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int], *,
+                    cache_key: str | None = None) -> StepScore:
         prefix = self._checked(prefix_ids, "prefix_ids")
         step = self._checked(step_ids, "step_ids")
         if len(prefix) + len(step) > self._n_ctx:
@@ -205,7 +207,8 @@ class LlamaCppEngine:
                 f"prefix ({len(prefix)} tokens) + step ({len(step)} tokens) exceeds the context "
                 f"length {self._n_ctx}; raise n_ctx"
             )
-        return await self._submit(Request(prefix + step, Future(), prefix_len=len(prefix)))
+        return await self._submit(Request(prefix + step, Future(), prefix_len=len(prefix),
+                                          owner=cache_key))
 
     async def close(self) -> None:
         if self._closed:

@@ -196,7 +196,8 @@ class TransformersEngine:
             )
         return await self._run(lambda: self._generate_sync(prompt, params))
 
-    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int], *,
+                    cache_key: str | None = None) -> StepScore:
         prefix = self._check_ids(prefix_ids, "prefix_ids")
         step = self._check_ids(step_ids, "step_ids")
         if len(prefix) + len(step) > self._n_ctx:

@@ -139,7 +139,8 @@ class CostModelEngine:
                           cached_tokens=len(prompt_ids) - prefill,
                           seconds=self._sim.now - started)
 
-    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int], *,
+                    cache_key: str | None = None) -> StepScore:
         call = self._book.owner(step_ids[0])
         if call is None:
             raise ValueError("a simulated engine scores only steps a simulated engine wrote")

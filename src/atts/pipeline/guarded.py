@@ -73,8 +73,10 @@ class GuardedEngine:
                        on_tokens: TokenSink | None = None) -> Generation:
         return await self._call(lambda: self.engine.generate(prompt_ids, params, on_tokens))
 
-    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
-        return await self._call(lambda: self.engine.score(prefix_ids, step_ids))
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int], *,
+                    cache_key: str | None = None) -> StepScore:
+        return await self._call(lambda: self.engine.score(prefix_ids, step_ids,
+                                                          cache_key=cache_key))
 
     def release(self, token_ids: Sequence[int]) -> None:
         """Pass the hint on at once: no capacity is taken and nothing can fail."""

@@ -58,6 +58,7 @@ async def judge_round(state: SampleState, env: SampleEnv, round_index: int) -> N
     rated = await env.target.generate(context, SamplingParams(
         max_tokens=RATING_TOKENS, temperature=0.0,
         seed=derive_seed(state.spec.seed, round_index, "rating"),
+        cache_key=state.spec.cache_key,
     ))
     rating = read_rating(rated.text)
     keep = rating is not None and rating >= config.judge_threshold

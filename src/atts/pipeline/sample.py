@@ -44,6 +44,11 @@ class SampleSpec:
     sample_index: int
     seed: int
 
+    @property
+    def cache_key(self) -> str:
+        """The engines' key for this sample's cached history (``SamplingParams.cache_key``)."""
+        return f"{self.question_id}#{self.sample_index}"
+
     @classmethod
     def of(cls, problem: Problem, index: int, seed: int) -> SampleSpec:
         """Sample ``index`` of ``problem``, drawn with ``seed``."""
@@ -143,6 +148,7 @@ class SampleState:
             top_p=config.top_p,
             stop=(config.step_stop,),
             seed=derive_seed(self.spec.seed, round_index, role),
+            cache_key=self.spec.cache_key,
         )
 
 
@@ -255,7 +261,7 @@ async def _force_answer(state: SampleState, env: SampleEnv, author: str) -> None
     cue_ids = engine.tokenize(cue)
     params = SamplingParams(
         max_tokens=FORCED_ANSWER_TOKENS, temperature=0.0, stop=("\n",),
-        seed=derive_seed(state.spec.seed, "forced"),
+        seed=derive_seed(state.spec.seed, "forced"), cache_key=state.spec.cache_key,
     )
     context = state.ids + cue_ids
     generation = await engine.generate(context, params)

@@ -50,7 +50,8 @@ async def draft_and_score(state: SampleState, env: SampleEnv, round_index: int) 
     generation = await env.draft.generate(state.ids, params)
     if not generation.token_ids:
         return ScoredDraft(generation, None)
-    score = await env.target.score(state.ids, generation.token_ids)
+    score = await env.target.score(state.ids, generation.token_ids,
+                                   cache_key=state.spec.cache_key)
     value = step_score(config.score, score.logprobs, generation.logprobs, k=config.score_k)
     return ScoredDraft(generation, score, value)
 

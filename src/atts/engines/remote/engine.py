@@ -212,7 +212,8 @@ class RemoteEngine:
             seconds=time.perf_counter() - started,
         )
 
-    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int]) -> StepScore:
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int], *,
+                    cache_key: str | None = None) -> StepScore:
         prefix = self._checked(prefix_ids, "prefix_ids")
         step = self._checked(step_ids, "step_ids")
         if len(prefix) + len(step) + self._score_extra_tokens() > self._n_ctx:
