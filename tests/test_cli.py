@@ -279,8 +279,9 @@ def test_serve_refuses_an_unwritable_bank_before_loading_models(tmp_path, capsys
     """An unwritable --bank was found only at shutdown, losing the scores (issue 17)."""
     assert main(["serve", "--engine", "fake", "--bank", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
-    assert main(["serve", "--engine", "fake", "--bank", str(tmp_path / "no" / "b.json")]) == 2
-    assert "does not exist; create it first" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["serve", "--engine", "fake", "--bank", str(tmp_path / "file" / "b.json")]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
     read_only = tmp_path / "ro"
     read_only.mkdir()
     (read_only / "b.json").write_text("{}")

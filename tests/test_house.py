@@ -20,6 +20,7 @@ SOURCE = ROOT / "src" / "atts"
 # layer, never from a package beside it or above it.  ``atts`` is the package's __init__.
 LAYERS = (
     ("atts", "errors", "seeds"),
+    ("textfile",),
     ("conformal", "models", "grading"),
     ("data", "engines"),
     ("config",),

@@ -29,6 +29,7 @@ REMOTE_ENGINES = ("vllm", "sglang", "openai")
 FORCE_AUTHORS = ("auto", "target", "draft", "none")
 ADMISSIONS = ("sample", "question")
 ESCALATE_LEVELS = ("fixed", "adaptive")
+MAX_WARMUP = 4096  # a larger warm-up would draft for hours before anything is decided
 ESCALATE_VOTES = ("target", "all")
 
 
@@ -197,8 +198,7 @@ class RunConfig:
             f"got {self.alpha_discard}",
         )
         for key in (
-            "samples", "rounds", "draft_tokens", "target_tokens", "calibration_m", "n_ctx",
-            "max_active_samples",
+            "samples", "rounds", "draft_tokens", "target_tokens", "n_ctx", "max_active_samples",
         ):
             value = getattr(self, key)
             check(value >= 1, key, f"must be >= 1, got {value}")
@@ -216,9 +216,11 @@ class RunConfig:
             check(value is None or value >= 1, key, f"must be >= 1 or unset, got {value}")
         check(self.limit is None or self.limit >= 1, "limit", "must be >= 1 (or unset)")
         check(self.offset >= 0, "offset", f"must be >= 0, got {self.offset}")
-        check(self.warmup >= 1, "warmup", f"must be >= 1, got {self.warmup}")
-        check(self.escalate_warmup >= 1, "escalate_warmup",
-              f"must be >= 1, got {self.escalate_warmup}")
+        for key in ("warmup", "calibration_m", "escalate_warmup"):  # drafted before deciding
+            value = getattr(self, key)
+            check(1 <= value <= MAX_WARMUP, key, f"must lie in [1, {MAX_WARMUP}] (what is "
+                  f"drafted before the first decision; the bank grows online after), got "
+                  f"{value}")
         check(0 <= self.min_rounds <= self.rounds, "min_rounds", "must lie in [0, rounds]")
         check(0 <= self.sync_budget <= self.samples, "sync_budget", "must lie in [0, samples]")
         check(self.temperature >= 0, "temperature", "must be >= 0")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from atts.config import ConfigError
+from atts.textfile import read_text
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -21,7 +22,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigError(f"recipe {file} does not exist; pass the path of a YAML file")
     try:
-        data = yaml.safe_load(file.read_text()) or {}
+        data = yaml.safe_load(read_text(file)) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"recipe {file} is not valid YAML: {err}") from err
     if not isinstance(data, dict):

@@ -2,8 +2,10 @@
 
 Each command module exposes ``register(subparsers)``; its handler returns the exit code.  A
 ``ValueError`` (bad input: configuration, data, run folder, bank) is printed as one clear line
-and exit code 2, an operating-system error (``OSError``: a full disk, a read-only path) as one
-line and exit code 1; ``atts --debug COMMAND`` shows the traceback instead.
+and exit code 2; an engine that cannot serve (``EngineError``: a server that does not answer,
+a model that fails to load) and an operating-system error (``OSError``: a full disk, a
+read-only path) as one line and exit code 1; ``atts --debug COMMAND`` shows the traceback
+instead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 import atts
+from atts.engines.base import EngineError
 from atts.errors import AttsError
 
 COMMAND_MODULES = (
@@ -56,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"atts {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except EngineError as err:  # a server that is down, a model that cannot run
+        if args.debug:
+            raise
+        print(f"atts {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:  # a full disk, a read-only or non-directory path, a busy port
         if args.debug:
             raise

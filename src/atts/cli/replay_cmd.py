@@ -77,6 +77,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.calibration is not None:
         overrides["calibration"] = args.calibration
     summary, _ = replay_paths(args.paths, overrides)
+    for note in summary.notes:
+        print(f"atts replay: warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary.to_json()))
     else:

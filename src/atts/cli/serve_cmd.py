@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atts.cli.run_cmd import config_values
@@ -103,17 +102,25 @@ def port_number(text: str) -> int:
     return port
 
 
-def check_bank_path(path: str) -> None:
-    """A --bank the server could not save to would lose its scores at shutdown: refuse it."""
-    bank = Path(path)
-    if bank.is_dir():
-        raise ValueError(f"--bank {path} is a directory; give the path of a file")
-    folder = bank.parent if str(bank.parent) else Path(".")
-    if not folder.is_dir():
-        raise ValueError(f"--bank {path}: the folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK) or (bank.exists() and not os.access(bank, os.W_OK)):
-        raise ValueError(f"--bank {path} cannot be written (permissions); the bank is saved "
-                         "there as it grows, so give a writable path")
+def check_address(host: str, port: int) -> None:
+    """A host this machine cannot bind (an unknown name, another machine's address) is found
+    here, before the models load, not after."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ValueError(f"--host {host!r} is not an address of this machine ({err.strerror}); "
+                         "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+                         ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}); pick another "
+                             "--port, or an address of this machine for --host") from None
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -127,8 +134,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     from atts.serve.settings import ServeSettings
 
+    if args.api_key is not None and not args.api_key.strip():
+        raise ValueError("the API key is empty (--api-key or ATTS_API_KEY): give a key, or "
+                         "unset it to serve without one")
     return ServeSettings(
-        api_key=args.api_key or None,
+        api_key=args.api_key,
         served_model_name=args.served_model_name,
         max_queue=args.max_queue,
         request_timeout=args.request_timeout,
@@ -145,13 +155,15 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from atts.conformal.persistence import check_bank_path
     from atts.serve.server import serve_forever
     from atts.serve.service import AttsService
 
     config = config_from_args(args)
     settings = settings_from_args(args)
+    check_address(args.host, args.port)  # all before the models load
     if args.bank:
-        check_bank_path(args.bank)  # before the models load, not at shutdown with the scores
+        check_bank_path(args.bank)  # not at shutdown, with the scores
     if args.host not in LOOPBACK and settings.api_key is None:
         print(f"atts serve: warning: listening on {args.host} without an API key; set "
               "ATTS_API_KEY or --api-key", file=sys.stderr)

@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from atts.conformal.pvalue import FloatArray, check_finite
 from atts.errors import AttsError
+from atts.textfile import read_text
 
 __all__ = [
     "BANK_FORMAT",
@@ -94,19 +95,24 @@ def _check_fingerprint(fingerprint: Mapping[str, str]) -> dict[str, str]:
 
 
 def check_bank_path(path: str | os.PathLike[str]) -> Path:
-    """Refuse, before any score is computed, a bank path that cannot be written: a folder, or a
-    place whose nearest existing folder is a file or is not writable."""
+    """Refuse, before any score is computed, a bank path that cannot be written: a directory,
+    a file that cannot be written, or a place whose nearest existing directory is a file or is
+    not writable (missing directories are made when the bank is saved)."""
     target = Path(path)
     if target.is_dir():
-        raise ValueError(f"{target} is a folder; give the bank a file name, e.g. "
+        raise ValueError(f"{target} is a directory; give the bank a file name, e.g. "
                          f"{target / 'bank.json'}")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise ValueError(f"the bank {target} cannot be written (permissions); give a writable "
+                         "path")
     existing = target.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"cannot write the bank {target}: {existing} is a file, not a folder")
+        raise ValueError(f"the bank {target} cannot be written: {existing} is a file, not a "
+                         "directory")
     if not os.access(existing, os.W_OK):
-        raise ValueError(f"cannot write the bank {target}: {existing} is not writable")
+        raise ValueError(f"the bank {target} cannot be written: {existing} is not writable")
     return target
 
 
@@ -198,7 +204,7 @@ def load_bank(
     """
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        text = read_text(source)
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"no calibration bank at {source}: run `atts calibrate` to create one"

@@ -30,6 +30,7 @@ from atts.data.problem import (
     read_jsonl,
     require_field,
 )
+from atts.textfile import read_text
 
 PREFIX = "jsonl:"
 _FORMATS = {"plain": gold_scalar, "gsm8k": gold_gsm8k, "boxed": gold_boxed}
@@ -91,7 +92,7 @@ def load_jsonl(spec: JsonlSpec) -> list[Problem]:
     """Read every record of the file named by ``spec`` into a ``Problem``."""
     source = str(spec.path)
     try:
-        text = spec.path.read_text(encoding="utf-8")
+        text = read_text(spec.path)
     except OSError as err:
         raise DatasetError(f"cannot read dataset file {source}: {err.strerror or err}") from err
     dataset = spec.dataset

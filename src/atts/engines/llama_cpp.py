@@ -211,11 +211,18 @@ class LlamaCppEngine:
                                           owner=cache_key))
 
     async def close(self) -> None:
+        """Stop the decode loop, then free its context and the model, in that order and in
+        one worker thread: a close interrupted by a second Ctrl-C (a cancellation) goes on in
+        that thread instead of freeing the model under a decode still running (a segfault),
+        and ``asyncio.run`` waits for the thread before the process exits."""
         if self._closed:
             return
         self._closed = True
+        await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(self._free)))
+
+    def _free(self) -> None:
         try:
-            await asyncio.to_thread(self._loop.close)
+            self._loop.close()  # joins the decode thread first
         finally:
             self._model.close()
 

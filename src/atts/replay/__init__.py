@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,15 @@ def replay_paths(
 
     decided: list[Replayed] = []
     configs = []
+    notes = []
     file_size = 0
     for path in paths:
         run = read_run(path)
         config = replay_config(run, overrides)
+        if not run.settings:
+            notes.append(f"{run.path.parent} has no manifest.json: its steps are judged under "
+                         f"the defaults and the flags given (alpha {config.alpha:g}, "
+                         f"calibration {config.calibration}), not the run's own settings")
         bank: list[float] = []
         if config.calibration == "file":
             assert config.calibration_file is not None
@@ -63,4 +69,5 @@ def replay_paths(
                          "--alpha and --calibration to replay them under one setting")
     bands = {fixed_band(c, file_size) for c in configs}
     band = bands.pop() if len(bands) == 1 else None
-    return summarize(decided, configs[0], band=band, runs=len(configs)), decided
+    summary = summarize(decided, configs[0], band=band, runs=len(configs))
+    return dataclasses.replace(summary, notes=tuple(notes)), decided

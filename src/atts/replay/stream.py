@@ -20,6 +20,7 @@ from typing import Any
 
 from atts.config import RunConfig
 from atts.runner.recorded import StreamStep, row_steps
+from atts.textfile import read_text
 
 # The settings a decision depends on; everything else of a manifest (engines, cores) is moot.
 DECISION_KEYS = (
@@ -52,7 +53,7 @@ def samples_file(path: str | Path) -> Path:
 def read_run(path: str | Path) -> RecordedRun:
     """Read one recorded run; a row lacking a field raises ValueError naming file and line."""
     source = samples_file(path)
-    lines = source.read_text(encoding="utf-8").split("\n")
+    lines = read_text(source).split("\n")
     steps: list[tuple[float, int, StreamStep]] = []
     starts: dict[tuple[str, int], float] = {}
     for number, line in enumerate(lines, start=1):
@@ -108,7 +109,7 @@ def _settings(source: Path) -> dict[str, Any]:
     if not manifest.is_file():
         return {}
     try:
-        config = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+        config = json.loads(read_text(manifest)).get("config", {})
     except (json.JSONDecodeError, AttributeError) as err:
         raise ValueError(f"{manifest}: not a manifest of a run ({err})") from err
     return {key: config[key] for key in DECISION_KEYS if key in config}

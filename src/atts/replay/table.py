@@ -52,6 +52,7 @@ class ReplaySummary:
     control_accuracy: float  # mean over questions of 1 - |actual - B| / B
     band: tuple[float, float] | None  # None: no fixed bank (online or adaptive modes)
     runs: int = 1
+    notes: tuple[str, ...] = ()  # what the reader must know (a run replayed without its settings)
 
     def buckets(self) -> dict[str, Rate]:
         """Rounds 0, 1, 2 and 3+."""

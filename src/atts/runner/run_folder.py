@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from atts.config import RunConfig, resolve_force_answer
 from atts.errors import AttsError
+from atts.textfile import read_text
 
 if TYPE_CHECKING:
     from atts.pipeline.trace import SampleTrace
@@ -124,7 +125,7 @@ class RunFolder:
 
     def read_manifest(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.manifest_path.read_text())
+            data = json.loads(read_text(self.manifest_path))
         except FileNotFoundError as err:
             raise RunFolderError(f"{self.path} is not a run folder (no {MANIFEST})") from err
         except json.JSONDecodeError as err:
@@ -202,8 +203,7 @@ def _read_rows(path: Path) -> Iterator[dict[str, Any]]:
     """The JSON rows of an append-only file; a torn last line (a kill mid-write) is skipped."""
     if not path.exists():
         return
-    with path.open(encoding="utf-8") as file:
-        lines = file.readlines()
+    lines = read_text(path).splitlines(keepends=True)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -42,6 +42,9 @@ def run_job(
     problems = list(problems) if problems is not None else load_dataset(
         config.dataset, limit=config.limit, offset=config.offset, ids=list(config.ids) or None
     )
+    if not problems:  # before the folder is made: an empty run leaves nothing behind
+        raise ValueError(f"{config.dataset} gives no problems to run (an empty file, or "
+                         f"--offset {config.offset} past its end); nothing was written to {out}")
     return asyncio.run(
         _run_job(config, RunFolder(out), problems, engines, overwrite=overwrite,
                  retry_failed=retry_failed, force_bank=force_bank, show_progress=show_progress)

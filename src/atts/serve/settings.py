@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from atts.config import RunConfig
+from atts.config import ConfigError, RunConfig
 from atts.conformal import min_bank_size
 
 
@@ -64,14 +64,24 @@ class ServeSettings:
                              "without surrounding spaces, or none for the default id")
 
 
-def server_config(values: Mapping[str, Any]) -> RunConfig:
-    """A ``RunConfig`` for the server from RunConfig keys: the ATTS strategy, one online
-    marginal bank that grows with every judged step, and a warm-up size valid for alpha."""
-    from atts.conformal.pvalue import check_alpha
+# What the server always runs: ATTS on one online marginal bank that grows with every judged
+# step.  A recipe or --set that asks for something else is refused, not overridden.
+SERVER_FIXED = {"strategy": "atts", "calibration": "marginal", "calibration_file": None,
+                "grow_bank": True, "sync_budget": 0}
 
-    merged = {**values, "strategy": "atts", "calibration": "marginal",
-              "calibration_file": None, "grow_bank": True, "sync_budget": 0}
-    alpha = check_alpha(float(merged.get("alpha", RunConfig.alpha)))
-    merged["warmup"] = max(int(merged.get("warmup", RunConfig.warmup)),
-                           min_bank_size(alpha) + 1)
+
+def server_config(values: Mapping[str, Any]) -> RunConfig:
+    """A ``RunConfig`` for the server from RunConfig keys: ``SERVER_FIXED``, and a warm-up
+    size valid for alpha.  Values are read and checked first (``RunConfig.from_mapping``), so
+    a bad one is named with its key."""
+    typed = RunConfig.from_mapping(dict(values))
+    fixed = RunConfig.from_mapping(SERVER_FIXED)
+    clashing = [f"{key}={getattr(typed, key)!r}" for key in SERVER_FIXED if key in values
+                and getattr(typed, key) != getattr(fixed, key)]
+    if clashing:
+        raise ConfigError(f"atts serve runs strategy atts on one online marginal bank; drop "
+                          f"{', '.join(clashing)} (for other strategies or calibrations use "
+                          "`atts run`)")
+    merged = {**typed.to_dict(), **SERVER_FIXED}
+    merged["warmup"] = max(typed.warmup, min_bank_size(typed.alpha) + 1)
     return RunConfig.from_mapping(merged)
