@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "atts.cli.report_cmd",
     "atts.cli.replay_cmd",
     "atts.cli.simulate_cmd",
+    "atts.cli.probe_cmd",
     "atts.cli.serve_cmd",
 )
 
