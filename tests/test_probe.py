@@ -46,6 +46,7 @@ def test_the_bounds_follow_from_the_costs():
     dd, td, ts = 0.4 / 64, 1.6 / 64, 0.8 / 128
     # regenerate: 1 - r + r kept tokens per drafted one; serial cost dd + ts + r td.
     (alpha, bound), = result.atts_bounds([0.25], mode="regenerate", overlap=False)
+    assert alpha == 0.25
     assert bound == pytest.approx(td * 1.0 / (dd + ts + 0.25 * td))
     (_, overlapped), = result.atts_bounds([0.25], mode="regenerate", overlap=True)
     assert overlapped == pytest.approx(td / max(dd, ts + 0.25 * td))

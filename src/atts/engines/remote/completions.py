@@ -54,6 +54,27 @@ def cached_prompt_tokens(body: Any) -> int:
     return int(value) if isinstance(value, int) else 0
 
 
+def reported_cached_tokens(body: Any) -> int | None:
+    """``usage.prompt_tokens_details.cached_tokens``, or None when the server did not say."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return int(value) if isinstance(value, int) and value >= 0 else None
+
+
+def generate_logprob_values(body: Any, full: Sequence[int], start: int, backend: str
+                            ) -> list[float]:
+    """log p(full[i] | full[:i]) for i >= start, from the top-level ``prompt_logprobs`` of
+    vLLM's tokens-in endpoint; entries before ``start`` (served from the cache) are not read."""
+    entries = body.get("prompt_logprobs") if isinstance(body, dict) else None
+    if not isinstance(entries, list) or len(entries) != len(full):
+        have = len(entries) if isinstance(entries, list) else "no"
+        raise RemoteResponseError(
+            f"{backend}: the tokens-in answer has {have} prompt log-probabilities for a "
+            f"prompt of {len(full)} tokens")
+    return [_logprob_of(entries[i], full[i], i, backend) for i in range(start, len(full))]
+
+
 def prompt_logprob_values(body: Any, full: Sequence[int], start: int, backend: str
                           ) -> list[float]:
     """log p(full[i] | full[:i]) for i >= start, from vLLM's ``prompt_logprobs``."""

@@ -216,11 +216,7 @@ class RemoteEngine:
                     cache_key: str | None = None) -> StepScore:
         prefix = self._checked(prefix_ids, "prefix_ids")
         step = self._checked(step_ids, "step_ids")
-        if len(prefix) + len(step) + self._score_extra_tokens() > self._n_ctx:
-            raise ContextOverflowError(
-                f"prefix ({len(prefix)} tokens) + step ({len(step)} tokens) exceeds the context "
-                f"length {self._n_ctx}; raise n_ctx"
-            )
+        self._check_fits(prefix, step)
         started = time.perf_counter()
         body = await self._post(self.score_path, self._score_request(prefix, step))
         logprobs, cached = self._read_score(body, prefix, step)
@@ -231,6 +227,13 @@ class RemoteEngine:
             )
         return StepScore(tuple(logprobs), cached_tokens=cached,
                          seconds=time.perf_counter() - started)
+
+    def _check_fits(self, prefix: list[int], step: list[int]) -> None:
+        if len(prefix) + len(step) + self._score_extra_tokens() > self._n_ctx:
+            raise ContextOverflowError(
+                f"prefix ({len(prefix)} tokens) + step ({len(step)} tokens) exceeds the context "
+                f"length {self._n_ctx}; raise n_ctx"
+            )
 
     def release(self, token_ids: Sequence[int]) -> None:
         """Nothing to do: the server's prefix cache manages itself."""

@@ -14,11 +14,15 @@
   ``meta_info.input_token_logprobs`` for positions ``len(prefix) - 1 ..``: the first entry is
   null (the logits before it are not computed), the others are the step's tokens, checked
   against the step's ids.  The prefix up to ``logprob_start_len`` is served from the radix cache,
-  and ``meta_info.cached_tokens`` (how much was) is reported as ``cached_tokens``.
+  and ``meta_info.cached_tokens`` (how much was) is reported as ``cached_tokens``.  A server
+  started without its radix cache (``--disable-radix-cache``) re-reads every trajectory: after
+  ``CACHE_CHECK_STEPS`` scored steps with long prefixes whose cached share stays under
+  ``CACHE_WARN_SHARE``, the engine warns once (logger ``atts.engines``).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from atts.engines.base import FinishReason, SamplingParams
@@ -31,6 +35,11 @@ from atts.engines.remote.errors import (
 )
 from atts.engines.remote.http import retryable_status
 
+log = logging.getLogger("atts.engines")
+CACHE_MIN_PREFIX = 128  # prefixes this long should be mostly cached on a second read
+CACHE_CHECK_STEPS = 8  # scored steps before judging
+CACHE_WARN_SHARE = 0.25  # cached share of the prefix below which the cache looks off
+
 
 class SglangEngine(RemoteEngine):
     """A model served by SGLang (see ``RemoteEngine`` for the constructor).  ``send_seed``:
@@ -38,6 +47,10 @@ class SglangEngine(RemoteEngine):
 
     backend: ClassVar[str] = "sglang"
     health_paths: ClassVar[tuple[str, ...]] = ("/health",)
+    # The cache watch (_watch_cache): long-prefix steps seen, their summed cached shares.
+    _cache_seen = 0
+    _cache_share = 0.0
+    _cache_warned = False
     generate_path: ClassVar[str] = "/generate"
     score_path: ClassVar[str] = "/generate"
 
@@ -108,7 +121,24 @@ class SglangEngine(RemoteEngine):
             if not isinstance(logprob, int | float):
                 raise RemoteResponseError(f"sglang: null log-probability at step position {j}")
             values.append(float(logprob))
-        return values, _int(meta.get("cached_tokens"))
+        cached = _int(meta.get("cached_tokens"))
+        self._watch_cache(len(prefix), cached)
+        return values, cached
+
+    def _watch_cache(self, prefix: int, cached: int) -> None:
+        """Warn once when long prefixes keep coming back mostly uncached."""
+        if self._cache_warned or prefix < CACHE_MIN_PREFIX:
+            return
+        self._cache_seen += 1
+        self._cache_share += cached / prefix
+        if (self._cache_seen >= CACHE_CHECK_STEPS
+                and self._cache_share / self._cache_seen < CACHE_WARN_SHARE):
+            self._cache_warned = True
+            log.warning(
+                "sglang: the server served %.0f%% of the last %d scored prefixes from its "
+                "cache; every step re-reads its whole trajectory. Start it with its radix "
+                "cache on (without --disable-radix-cache)",
+                100 * self._cache_share / self._cache_seen, self._cache_seen)
 
     def _meta(self, body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if isinstance(body, list) and len(body) == 1:

@@ -8,11 +8,22 @@
   those ids, as in the in-process engines.  ``finish_reason`` "stop" with a string
   ``stop_reason`` is a stop string; with a null or integer ``stop_reason`` it is the model's
   end-of-generation token, which vLLM returns as the last id (``Generation``'s convention).
-- ``score``: ``POST /v1/completions`` on prefix + step with ``prompt_logprobs: 0``,
-  ``max_tokens: 1`` (0 is refused) and ``temperature: 0``; entry i of ``prompt_logprobs`` is
-  log p(token i | tokens before it) (entry 0 is null), so the step's values are entries
-  ``len(prefix)..``.  Caveat (docs/REMOTE.md): vLLM does not serve requests that ask for prompt
-  log-probabilities from its prefix cache, so each scored step re-runs the whole trajectory.
+- ``score``, from the prefix cache where the server can: vLLM skips its prefix cache for any
+  request that asks for prompt log-probabilities, unless the request says otherwise
+  (``SamplingParams.skip_reading_prefix_cache``), which only the tokens-in endpoint
+  ``POST /inference/v1/generate`` takes whole.  So a step is scored there on prefix + step with
+  ``prompt_logprobs: 0``, ``skip_reading_prefix_cache: false``, ``detokenize: false``,
+  ``max_tokens: 1`` (0 is refused) and ``temperature: 0``.  The prompt log-probabilities of
+  positions served from the cache are missing or wrong (vLLM issue #42019), so only the step's
+  positions are read, and only when the server reports (``usage.prompt_tokens_details.
+  cached_tokens``) that its cache stopped short of the step: the first step token's value
+  comes from the prefix's last position, which must have been computed.  Otherwise (the cache
+  reached into the step, or the server reported nothing) the step is scored again the old way:
+  ``POST /v1/completions`` with ``prompt_logprobs: 0``, which re-runs the whole trajectory.
+  Entry i of ``prompt_logprobs`` is log p(token i | tokens before it) (entry 0 is null), so
+  the step's values are entries ``len(prefix)..``, each checked to be the step's own token.
+  Which path a server offers is found at start-up (a probe of the endpoint) and recorded in
+  the engine's info (``score_path``) and so in the run's manifest.
 
 At start-up the engine checks every endpoint's ``/health``, reads the served model's name and
 ``max_model_len`` from ``/v1/models``, and compares the server's tokenisation of a probe text
@@ -21,13 +32,17 @@ At start-up the engine checks every endpoint's ``/health``, reads the served mod
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from atts.engines.base import EngineError, FinishReason, SamplingParams
+from atts.engines.base import EngineError, FinishReason, SamplingParams, StepScore
 from atts.engines.remote.completions import (
     cached_prompt_tokens,
     first_choice,
+    generate_logprob_values,
     prompt_logprob_values,
+    reported_cached_tokens,
     returned_ids,
 )
 from atts.engines.remote.engine import RemoteEngine
@@ -37,13 +52,63 @@ from atts.engines.remote.errors import RemoteResponseError, RemoteUnavailableErr
 PROBE_TEXT = "Step 1: 12 × 7 = 84, so x² − 3x = \\boxed{42}.\n\nWait"
 
 
+CACHED_SCORE_PATH = "/inference/v1/generate"
+
+
 class VllmEngine(RemoteEngine):
     """A model served by vLLM (see ``RemoteEngine`` for the constructor)."""
 
     backend: ClassVar[str] = "vllm"
     health_paths: ClassVar[tuple[str, ...]] = ("/health",)
+    # Set at start-up: the server takes tokens in and reads its prefix cache for scoring.
+    _cached_scoring = False
+    # Steps scored through the cached path, and those sent back to the uncached one.
+    cached_scores = 0
+    uncached_scores = 0
 
     def _check_server(self) -> None:
+        self._check_tokenizer()
+        probe = self.tokenize(PROBE_TEXT)[:8]
+        body = self._http.post_sync(self._http.urls[0], CACHED_SCORE_PATH,
+                                    self._cached_score_request(probe))
+        self._cached_scoring = isinstance(body, dict) and isinstance(
+            body.get("prompt_logprobs"), list)
+
+    def _extra_info(self) -> dict[str, str]:
+        return {"score_path": (f"{CACHED_SCORE_PATH} (prefix cache)" if self._cached_scoring
+                               else "/v1/completions (no prefix cache)")}
+
+    async def score(self, prefix_ids: Sequence[int], step_ids: Sequence[int], *,
+                    cache_key: str | None = None) -> StepScore:
+        if not self._cached_scoring:
+            self.uncached_scores += 1
+            return await super().score(prefix_ids, step_ids, cache_key=cache_key)
+        prefix = self._checked(prefix_ids, "prefix_ids")
+        step = self._checked(step_ids, "step_ids")
+        self._check_fits(prefix, step)
+        started = time.perf_counter()
+        body = await self._post(CACHED_SCORE_PATH, self._cached_score_request(prefix + step))
+        cached = reported_cached_tokens(body)
+        if cached is None or cached > len(prefix) - 1:
+            # The cache reached into the step (its positions' values are not to be trusted),
+            # or the server did not say how far it reached: score it without the cache.
+            self.uncached_scores += 1
+            return await super().score(prefix, step, cache_key=cache_key)
+        values = generate_logprob_values(body, prefix + step, len(prefix), self.backend)
+        self.cached_scores += 1
+        return StepScore(tuple(values), cached_tokens=cached,
+                         seconds=time.perf_counter() - started)
+
+    def _cached_score_request(self, ids: list[int]) -> dict[str, Any]:
+        return {
+            "model": self._served,
+            "token_ids": ids,
+            "sampling_params": {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0,
+                                "skip_reading_prefix_cache": False, "detokenize": False},
+            "stream": False,
+        }
+
+    def _check_tokenizer(self) -> None:
         body = self._http.post_sync(
             self._http.urls[0],
             "/tokenize",
