@@ -192,3 +192,16 @@ def test_an_ended_sample_gives_its_context_up_before_a_live_sibling_does():
     # C takes B's released context (only the shared 45 tokens reusable), not A's, so A never
     # reads its history again: A 100 + 1 + 1, B 100, C (100 - 45) + 1.
     assert result.engines["draft"]["tokens"]["prefill"] == 102 + 100 + 56
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_engines_on_one_device_take_turns_and_on_their_own_overlap(shared):
+    """Each engine prefills one row and decodes three more tokens (4 iterations of 1 s) from
+    t = 0.  On their own devices both end at 4 s; sharing one device their iterations never
+    overlap, so the 8 iterations end at 8 s, the two requests at 7 s and 8 s."""
+    sim = Simulation(ideal(), ideal(), shared_device=shared)
+    done = {name: sim.call(name, prefill=1, decode=4) for name in ("draft", "target")}
+    sim.run()
+    ends = sorted(signal.time for signal in done.values())
+    assert ends == ([pytest.approx(7.0), pytest.approx(8.0)] if shared else
+                    [pytest.approx(4.0), pytest.approx(4.0)])

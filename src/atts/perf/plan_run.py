@@ -240,9 +240,11 @@ def run_config(workload: Workload) -> RunConfig:
     )
 
 
-def simulate(workload: Workload, draft: EngineSpec, target: EngineSpec) -> SimResult:
+def simulate(workload: Workload, draft: EngineSpec, target: EngineSpec, *,
+             shared_device: bool = False) -> SimResult:
     """Run ``workload`` through the real runner on the two modelled engines; the wall time
-    runs from 0 to the last sample's end."""
+    runs from 0 to the last sample's end.  ``shared_device``: both engines on the same devices
+    (``atts.perf.simulator``)."""
     config = run_config(workload)
     problems = [Problem(q, "simulated", q, "0") for q in workload.questions]
     book = PlanBook(workload, config)
@@ -251,7 +253,7 @@ def simulate(workload: Workload, draft: EngineSpec, target: EngineSpec) -> SimRe
     async def main(loop: VirtualClockLoop) -> dict[str, Any]:
         from atts.runner.runner import execute
 
-        sim = Simulation(draft, target, loop=loop)
+        sim = Simulation(draft, target, loop=loop, shared_device=shared_device)
         engines = [CostModelEngine(role, spec, sim, book, contexts=workload.contexts)
                    for role, spec in (("draft", draft), ("target", target))]
         have = {p.key for p in workload.plans}

@@ -178,14 +178,31 @@ class PaperRow:
         return self.walls["target_only"] / self.walls[strategy]
 
 
-def paper_engines(device: str = "a100-80gb") -> tuple[EngineSpec, EngineSpec]:
-    """Draft Qwen2.5-7B on one device, target QwQ-32B on two (tensor parallel)."""
-    return engine("qwen2.5-7b", device, 1), engine("qwq-32b", device, 2)
+# Both models on the target's two devices (equal hardware): the draft's server takes this
+# share of their memory, the target's the rest of what a server takes (EngineSpec's 0.88).
+SHARED_DRAFT_MEMORY = 0.22
+
+
+def paper_engines(device: str = "a100-80gb", *, shared: bool = False
+                  ) -> tuple[EngineSpec, EngineSpec]:
+    """Draft Qwen2.5-7B on one device, target QwQ-32B on two (tensor parallel): the paper's
+    three devices.  ``shared``: both on the same two devices, their memory split (the equal-
+    hardware setting: target-only runs on those two alone); the simulation then lets their
+    iterations take turns (``Simulation(shared_device=True)``)."""
+    if not shared:
+        return engine("qwen2.5-7b", device, 1), engine("qwq-32b", device, 2)
+    target_share = engine("qwq-32b", device, 2).memory_fraction - SHARED_DRAFT_MEMORY
+    return (engine("qwen2.5-7b", device, 2, memory_fraction=SHARED_DRAFT_MEMORY),
+            engine("qwq-32b", device, 2, memory_fraction=target_share))
 
 
 def paper_setup(profile: PaperProfile, device: str = "a100-80gb", samples: int = 16,
-                strategies: Sequence[str] = ("atts", "sync", "target_only")) -> PaperRow:
-    draft, target = paper_engines(device)
+                strategies: Sequence[str] = ("atts", "sync", "target_only"), *,
+                shared: bool = False) -> PaperRow:
+    """One profile; ``shared``: ATTS and sync with both models on the target's devices, and
+    target-only with all of their memory (equal hardware)."""
+    draft, target = paper_engines(device, shared=shared)
+    alone = paper_engines(device)[1]
     spec = ParametricSpec(questions=profile.questions, samples=samples, rounds=15,
                           draft_step=500, target_step=500, step_cap=500, step_cv=0.0,
                           stop=profile.atts_stop, target_only_stop=profile.target_stop,
@@ -195,15 +212,19 @@ def paper_setup(profile: PaperProfile, device: str = "a100-80gb", samples: int =
     for strategy in strategies:
         workload = parametric(spec, strategy, max_active=slots,
                               question_admission=profile.question_admission)
-        result = simulate(workload, draft, target)
+        if strategy == "target_only":
+            result = simulate(workload, draft, alone)
+        else:
+            result = simulate(workload, draft, target, shared_device=shared)
         walls[strategy] = result.wall_seconds
         tokens[strategy] = {name: e["tokens"]["decode"] for name, e in result.engines.items()}
         peaks[strategy] = result.engines["target"]["peak_batch"]
     return PaperRow(profile, walls, tokens, peaks)
 
 
-def paper(device: str = "a100-80gb", samples: int = 16) -> list[PaperRow]:
-    return [paper_setup(p, device, samples) for p in PAPER_PROFILES]
+def paper(device: str = "a100-80gb", samples: int = 16, *, shared: bool = False
+          ) -> list[PaperRow]:
+    return [paper_setup(p, device, samples, shared=shared) for p in PAPER_PROFILES]
 
 
 # -- the synchronous barrier -------------------------------------------------------------------

@@ -9,6 +9,11 @@ the engine skips ahead to the next completion in one event and is cut back to th
 iteration's end if a request arrives meanwhile, which is exactly what iteration-by-iteration
 simulation gives.  An engine on measured rates (the CPU) runs one request at a time.
 
+``shared_device``: both models' servers on the same devices (the equal-hardware setting on
+GPUs: the memory split between them, target-only given all of it).  Their iterations then take
+turns on the devices, never overlapping: an iteration starts when the device is free, and
+decode runs go one iteration at a time so that the other engine's work interleaves.
+
 The clock is a ``VirtualClockLoop``: the real runner drives these engines through
 ``atts.perf.cost_engine`` (``atts.perf.plan_run`` puts them together); this module owns the
 engines' time and the ``Signal`` a request's caller awaits.
@@ -148,13 +153,14 @@ class SimEngine:
             self._macro = None
             self.stats.iterations += 1
             self.stats.busy_seconds += seconds
-            self.sim.at(self.sim.now + seconds, lambda: self._end_single(chunks, decoding))
+            start = self.sim.claim(seconds)
+            self.sim.at(start + seconds, lambda: self._end_single(chunks, decoding))
             return
-        steps = min(r.left for r in decoding)
+        steps = 1 if self.sim.shared_device else min(r.left for r in decoding)
         ends = np.cumsum(decode_run_seconds(self.spec, len(decoding),
                                             float(sum(r.length for r in decoding)), steps))
         self._version += 1
-        self._schedule_end(self.sim.now, ends)
+        self._schedule_end(self.sim.claim(float(ends[-1])), ends)
 
     def _schedule_end(self, start: float, ends: np.ndarray) -> None:
         self._macro = (start, ends)
@@ -211,7 +217,9 @@ class Simulation:
     without one the simulation owns a loop of its own, which ``run`` drains and closes."""
 
     def __init__(self, draft: EngineSpec, target: EngineSpec, *,
-                 loop: VirtualClockLoop | None = None) -> None:
+                 loop: VirtualClockLoop | None = None, shared_device: bool = False) -> None:
+        self.shared_device = shared_device
+        self._device_free = 0.0  # when the shared device finishes what it was given
         self._owns_loop = loop is None
         self.loop = loop if loop is not None else VirtualClockLoop()
         self.engines = {"draft": SimEngine(self, "draft", draft),
@@ -230,6 +238,15 @@ class Simulation:
             self.loop.call_when_idle(action)
         else:
             self.loop.call_at(time, lambda: self.loop.call_when_idle(action))
+
+    def claim(self, seconds: float) -> float:
+        """When an iteration of ``seconds`` starting now may start: now, or (a shared device)
+        once the other engine's work given to the device is done; the device is then held."""
+        if not self.shared_device:
+            return self.now
+        start = max(self.now, self._device_free)
+        self._device_free = start + seconds
+        return start
 
     def signal(self) -> Signal:
         return Signal(self)
