@@ -13,6 +13,11 @@ vLLM's OpenAI-compatible server on a free local port (about 70 s), and checks:
   0.32.0, llama-cpp-python 0.3.36, a 32-token greedy step and the same tokens shuffled): max
   0.028 / 0.118, mean 0.009 / 0.052, PPL ratio 0.999 / 1.025.  A position off by one or another
   tokenisation moves log-probabilities by nats.  A greedy step scores better than shuffled;
+- scoring from the prefix cache (``/inference/v1/generate``, the engine's default where the
+  server has it) gives the uncached path's values within the same tolerances, reads the cache
+  (``cached_tokens`` > 0, the server's prefix-cache counters move), and takes about as long
+  for a 32-token step after L = 1,536 tokens as after L = 64 (under 1.5x; the uncached path
+  grew 17x, docs/REMOTE.md);
 - an ATTS run with the served model as draft and target completes and writes its samples.
 
 Skipped with the reason when ``.venv-vllm`` or the converted folder is missing
@@ -26,6 +31,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -40,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_ABS_DIFF = 0.35  # nats per token (measured max 0.118)
 MEAN_ABS_DIFF = 0.15  # nats per step (measured max 0.052)
 PPL_RTOL = 0.06  # (measured max 0.025)
+TRIES = 7  # steps scored per prefix length in the cached-scoring test
 START_TIMEOUT = 420.0  # seconds; vLLM takes about 70 s to start on 2 cores
 
 
@@ -76,7 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
                "--model", str(model), "--host", "127.0.0.1",
                "--port", str(port), "--dtype", "float32", "--max-model-len", "2048",
                "--served-model-name", "qwen-0.5b", "--enable-prefix-caching",
-               "--max-num-seqs", "8"]
+               "--enable-prompt-tokens-details", "--enable-scale-out", "--max-num-seqs", "8"]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -164,6 +171,76 @@ def test_step_scores_match_the_embedded_engine(engines: tuple[Any, Any]) -> None
         assert abs(a.perplexity / b.perplexity - 1) <= PPL_RTOL, report
     assert out["remote_greedy"].perplexity < out["remote_shuffled"].perplexity
     print(json.dumps(report, indent=1))
+
+
+def _prefix_cache_counters(url: str) -> dict[str, float]:
+    import httpx
+
+    out = {}
+    for line in httpx.get(url + "/metrics", timeout=10.0).text.splitlines():
+        for name in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"):
+            if line.startswith(name):
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_cached_scores_equal_uncached_ones_and_stay_flat(server: tuple[str, Path],
+                                                        engines: tuple[Any, Any]) -> None:
+    from atts.engines.base import ChatMessage, SamplingParams
+    from atts.engines.remote.vllm import CACHED_SCORE_PATH
+
+    url, _ = server
+    remote, _local = engines
+    assert remote.info.extra["score_path"].startswith(CACHED_SCORE_PATH), remote.info.extra
+    head = remote.render_chat([ChatMessage("user", "Add the numbers below, step by step.")])
+    filler = remote.tokenize(" ".join(str(7 * i % 97) for i in range(2000)))
+    steps = [remote.tokenize(f" So far the running total is {4242 + k}, and the next number "
+                             f"adds {k + 7}.")[:32] for k in range(TRIES)]
+
+    async def timed(L: int) -> dict[str, Any]:
+        prefix = (head + filler)[:L]
+        # The trajectory so far is in the server's cache, as it is when a run scores its step.
+        await remote.generate(prefix, SamplingParams(max_tokens=1, temperature=0.0))
+        refused = remote.refused_scores
+        calls = []
+        for step in steps:
+            started = time.perf_counter()
+            score = await remote.score(prefix, step)
+            calls.append((time.perf_counter() - started, score, step))
+        hits = [c for c in calls if c[1].cached_tokens > 0]
+        _, cached, step = (hits or calls)[0]
+        remote._cached_scoring = False  # the old path, for the values to compare against
+        try:
+            uncached = await remote.score(prefix, step)
+        finally:
+            remote._cached_scoring = True
+        return {"all": sorted(c[0] for c in calls), "hits": sorted(c[0] for c in hits),
+                "cached": cached, "uncached": uncached,
+                "refused": remote.refused_scores - refused}
+
+    before = _prefix_cache_counters(url)
+    # Lengths off the cache's block boundaries: a prefix that ends on one (1 in 128 here, 1 in
+    # 16 on GPUs) leaves the step's first value uncomputed, and is scored uncached.
+    out = {L: asyncio.run(timed(L)) for L in (64, 500, 1500)}
+    after = _prefix_cache_counters(url)
+    report = {}
+    for L, r in out.items():
+        a, b = r["cached"], r["uncached"]
+        diffs = [abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)]
+        report[L] = {"median_s": round(statistics.median(r["all"]), 3),
+                     "median_cached_s": (round(statistics.median(r["hits"]), 3)
+                                         if r["hits"] else None),
+                     "cached_tokens": a.cached_tokens, "refused": r["refused"],
+                     "max": max(diffs), "mean": sum(diffs) / len(diffs)}
+        assert max(diffs) <= MAX_ABS_DIFF and sum(diffs) / len(diffs) <= MEAN_ABS_DIFF, report
+        # The cache holds whole blocks (128 tokens on vLLM's CPU build, 16 on GPUs): a
+        # 64-token prefix is below one.  Above it, an answer holding a stale inf or NaN is
+        # refused by the server and scored uncached (about 1 in 5 here); 2 of TRIES must hit.
+        assert len(r["hits"]) >= 2 or L < 128, report
+    print(json.dumps({"timings": report, "counters": [before, after]}, indent=1))
+    assert statistics.median(out[1500]["hits"]) < 1.5 * statistics.median(out[64]["all"]), report
+    assert after.get("vllm:prefix_cache_queries_total", 0) > before.get(
+        "vllm:prefix_cache_queries_total", 0), (before, after)
 
 
 def test_an_atts_run_against_the_server_completes(server: tuple[str, Path],

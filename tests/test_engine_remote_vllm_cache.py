@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from atts.engines.remote.errors import RemoteResponseError
+from atts.engines.remote.errors import RemoteRequestError, RemoteResponseError
 from atts.engines.remote.vllm import CACHED_SCORE_PATH, VllmEngine
 from test_engine_remote import A, FakeServer, _run, ids_of, tok, vllm_completion  # noqa: F401
 
@@ -58,6 +58,30 @@ def test_start_up_finds_the_cached_path_and_records_it(tok):  # noqa: F811
     assert bare.info.extra["score_path"] == "/v1/completions (no prefix cache)"
 
 
+@pytest.mark.parametrize(("answer", "flag"), [
+    (lambda request: httpx.Response(403, json={"error": {
+        "message": "Scale-out endpoints are disabled. Restart vllm serve with "
+                   "--enable-scale-out to enable them.",
+        "type": "PermissionDeniedError", "code": 403}}), "--enable-scale-out"),
+    ("no report", "--enable-prompt-tokens-details"),
+])
+def test_a_server_without_the_flags_is_scored_uncached_with_one_warning(
+        tok, caplog, answer, flag):  # noqa: F811
+    # vLLM 0.32 answers 403 on the tokens-in endpoint unless started with --enable-scale-out
+    # (found on a real server, tests/test_engine_remote_vllm.py); without
+    # --enable-prompt-tokens-details it answers but never says how far its cache reached, so
+    # every cached score would be sent again uncached.
+    server = FakeServer()
+    server.on("POST", CACHED_SCORE_PATH, answer if answer != "no report" else (
+        lambda request: httpx.Response(200, json=generate_body(
+            json.loads(request.content)["token_ids"], cached=None))))
+    with caplog.at_level("WARNING", logger="atts.engines"):
+        engine = started(server, tok, endpoint=False)
+    assert engine.info.extra["score_path"] == "/v1/completions (no prefix cache)"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "atts.engines"]
+    assert len(warnings) == 1 and flag in warnings[0], warnings
+
+
 def test_a_step_is_scored_from_the_cache_reading_only_its_own_positions(tok):  # noqa: F811
     server = FakeServer()
     engine = started(server, tok, endpoint=True)
@@ -92,6 +116,35 @@ def test_a_cache_reaching_into_the_step_or_unreported_falls_back(tok, cached):  
     assert score.logprobs == (-1.0,) * len(step)  # the uncached request's values
     assert len(server.posts("/v1/completions")) == 1
     assert (engine.cached_scores, engine.uncached_scores) == (0, 1)
+
+
+@pytest.mark.parametrize(("message", "falls_back"), [
+    ("Out of range float values are not JSON compliant", True),
+    ("This model's maximum context length is 4096 tokens", False),
+])
+def test_an_answer_the_server_cannot_encode_is_scored_uncached(tok, message,  # noqa: F811
+                                                               falls_back):
+    # vLLM 0.32 (CPU) fills cached positions' prompt log-probabilities with stale memory; an
+    # inf or NaN there makes the server refuse its own answer with HTTP 400 (seen on a real
+    # server in an ATTS run, tests/test_engine_remote_vllm.py).  Other refusals still raise.
+    server = FakeServer()
+    engine = started(server, tok, endpoint=True)
+    prefix, step = ids_of(tok, "Question: two plus two?\n\n"), ids_of(tok, "It is 4.")
+    full = prefix + step
+    server.on("POST", CACHED_SCORE_PATH, lambda request: httpx.Response(
+        400, json={"error": {"message": message, "type": "BadRequestError", "code": 400}}))
+    old = vllm_completion(tok, [7], "length", None, prompt_tokens=len(full))
+    old["choices"][0]["prompt_logprobs"] = [None] + [{str(t): {"logprob": -1.0}}
+                                                     for t in full[1:]]
+    server.on("POST", "/v1/completions", old)
+    if not falls_back:
+        with pytest.raises(RemoteRequestError, match="maximum context length"):
+            _run(engine.score(prefix, step))
+        assert server.posts("/v1/completions") == []
+        return
+    score = _run(engine.score(prefix, step))
+    assert score.logprobs == (-1.0,) * len(step)
+    assert (engine.cached_scores, engine.uncached_scores, engine.refused_scores) == (0, 1, 1)
 
 
 def test_a_position_holding_another_token_is_an_error(tok):  # noqa: F811

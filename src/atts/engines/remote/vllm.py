@@ -18,12 +18,16 @@
   positions are read, and only when the server reports (``usage.prompt_tokens_details.
   cached_tokens``) that its cache stopped short of the step: the first step token's value
   comes from the prefix's last position, which must have been computed.  Otherwise (the cache
-  reached into the step, or the server reported nothing) the step is scored again the old way:
+  reached into the step, the server reported nothing, or it could not encode its answer
+  because a cached position's value was inf or NaN) the step is scored again the old way:
   ``POST /v1/completions`` with ``prompt_logprobs: 0``, which re-runs the whole trajectory.
   Entry i of ``prompt_logprobs`` is log p(token i | tokens before it) (entry 0 is null), so
   the step's values are entries ``len(prefix)..``, each checked to be the step's own token.
   Which path a server offers is found at start-up (a probe of the endpoint) and recorded in
-  the engine's info (``score_path``) and so in the run's manifest.
+  the engine's info (``score_path``) and so in the run's manifest; the cached path needs the
+  server started with ``--enable-scale-out`` (vLLM >= 0.32 answers 403 on the endpoint
+  without it) and ``--enable-prompt-tokens-details`` (the cache report), and the engine warns
+  once, naming the missing flag, when it falls back.
 
 At start-up the engine checks every endpoint's ``/health``, reads the served model's name and
 ``max_model_len`` from ``/v1/models``, and compares the server's tokenisation of a probe text
@@ -32,6 +36,7 @@ At start-up the engine checks every endpoint's ``/health``, reads the served mod
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -46,13 +51,24 @@ from atts.engines.remote.completions import (
     returned_ids,
 )
 from atts.engines.remote.engine import RemoteEngine
-from atts.engines.remote.errors import RemoteResponseError, RemoteUnavailableError
+from atts.engines.remote.errors import (
+    RemoteRequestError,
+    RemoteResponseError,
+    RemoteUnavailableError,
+)
 
 # Digits, a multi-byte character, a superscript and a blank line: tokenizers differ on these.
 PROBE_TEXT = "Step 1: 12 × 7 = 84, so x² − 3x = \\boxed{42}.\n\nWait"
 
 
 CACHED_SCORE_PATH = "/inference/v1/generate"
+log = logging.getLogger("atts.engines")
+
+
+def is_unencodable_answer(err: RemoteRequestError) -> bool:
+    """vLLM's HTTP 400 for an answer holding inf or NaN (Starlette's JSON encoder refuses
+    them: "Out of range float values are not JSON compliant")."""
+    return err.status == 400 and "Out of range float values" in str(err)
 
 
 class VllmEngine(RemoteEngine):
@@ -65,14 +81,25 @@ class VllmEngine(RemoteEngine):
     # Steps scored through the cached path, and those sent back to the uncached one.
     cached_scores = 0
     uncached_scores = 0
+    # Of the uncached ones: the server could not encode the cached answer (see score()).
+    refused_scores = 0
 
     def _check_server(self) -> None:
         self._check_tokenizer()
         probe = self.tokenize(PROBE_TEXT)[:8]
         body = self._http.post_sync(self._http.urls[0], CACHED_SCORE_PATH,
                                     self._cached_score_request(probe))
-        self._cached_scoring = isinstance(body, dict) and isinstance(
-            body.get("prompt_logprobs"), list)
+        if not (isinstance(body, dict) and isinstance(body.get("prompt_logprobs"), list)):
+            missing = "--enable-scale-out (vLLM >= 0.32 refuses its tokens-in endpoint without it)"
+        elif reported_cached_tokens(body) is None:
+            # Without the report every score would be sent twice (see score()).
+            missing = "--enable-prompt-tokens-details (the cache's reach is not reported)"
+        else:
+            self._cached_scoring = True
+            return
+        log.warning("vllm: %s scores each step by re-reading its whole trajectory (no prefix "
+                    "cache); restart vllm serve with %s for cached scoring",
+                    self._http.urls[0], missing)
 
     def _extra_info(self) -> dict[str, str]:
         return {"score_path": (f"{CACHED_SCORE_PATH} (prefix cache)" if self._cached_scoring
@@ -87,7 +114,19 @@ class VllmEngine(RemoteEngine):
         step = self._checked(step_ids, "step_ids")
         self._check_fits(prefix, step)
         started = time.perf_counter()
-        body = await self._post(CACHED_SCORE_PATH, self._cached_score_request(prefix + step))
+        try:
+            body = await self._post(CACHED_SCORE_PATH,
+                                    self._cached_score_request(prefix + step))
+        except RemoteRequestError as err:
+            if not is_unencodable_answer(err):
+                raise
+            # The positions served from the cache hold whatever memory held (vLLM issue
+            # #42019; seen as values like -7e25 on vLLM 0.32's CPU build); when one is inf or
+            # NaN the server cannot write its JSON answer and refuses with HTTP 400.  The
+            # step's own positions were never in doubt: score it without the cache.
+            self.refused_scores += 1
+            self.uncached_scores += 1
+            return await super().score(prefix, step, cache_key=cache_key)
         cached = reported_cached_tokens(body)
         if cached is None or cached > len(prefix) - 1:
             # The cache reached into the step (its positions' values are not to be trusted),
