@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
+        # The run is already shutting down; a further Ctrl-C landing while this line prints or
+        # while the interpreter joins the engines' threads would kill the process by SIGINT
+        # (exit -2) instead of the promised 130.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("\natts: interrupted; finished samples are saved, run the same command to resume",
               file=sys.stderr)
         return 130
