@@ -43,7 +43,7 @@ def _slow_sample_run(strategy: str, tmp_path: Path) -> dict[int, float]:
     """Sample 0 of the question drafts slowly; returns each sample's finish time."""
     cfg = config(strategy=strategy, samples=4, rounds=4, sync_budget=1, alpha=0.1,
                  draft_concurrency=4, target_concurrency=4)
-    spec_seed = sample_specs(cfg, problems(1))[0].seed
+    spec_seed = next(sample_specs(cfg, problems(1))).seed
     slow = {derive_seed(spec_seed, r, "draft") for r in range(cfg.rounds)}
     draft, target = engines(
         lambda call: "s ppl=10\n\n",

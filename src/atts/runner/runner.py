@@ -17,8 +17,9 @@ error row; the run goes on.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,10 +64,14 @@ class RunOutcome:
     engine_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def sample_specs(config: RunConfig, problems: Sequence[Problem]) -> list[SampleSpec]:
-    """Samples 0..N-1 of every problem, each seeded by (run seed, question, index)."""
-    return [SampleSpec.of(p, s, derive_seed(config.seed, p.id, s))
-            for p in problems for s in range(config.samples)]
+def sample_specs(config: RunConfig, problems: Sequence[Problem],
+                 skip: Callable[[tuple[str, int]], bool] = lambda key: False
+                 ) -> Iterator[SampleSpec]:
+    """Samples 0..N-1 of every problem, question by question, each seeded by (run seed,
+    question, index), made one at a time (a run of a million samples holds none of them until
+    its admission reads them); ``skip``: the (question, index) keys left out."""
+    return (SampleSpec.of(p, s, derive_seed(config.seed, p.id, s))
+            for p in problems for s in range(config.samples) if not skip((p.id, s)))
 
 
 async def execute(
@@ -88,14 +93,16 @@ async def execute(
     ``planned``: decisions known in advance (the simulator's plans; ``Decider``)."""
     started, cpu_clock = clock(), time.process_time()
     calls_before = engine_calls(draft, target)
-    specs = sample_specs(config, problems)
     rows = folder.rows()
     done = {
         (str(r["question_id"]), int(r["sample_index"]))
         for r in rows
         if retry_failed is False or r.get("status") == "ok"
     }
-    pending = [s for s in specs if (s.question_id, s.sample_index) not in done]
+    problem_by_id = {p.id: p for p in problems}
+    planned_samples = len(problems) * config.samples
+    skipped = sum(1 for q, s in done if q in problem_by_id and 0 <= s < config.samples)
+    n_pending = planned_samples - skipped
     strategy = STRATEGIES[config.strategy]
     tiers = (EscalatingRun(config, problems, rows, folder.question_rows())
              if strategy.escalates else None)
@@ -103,14 +110,11 @@ async def execute(
     guarded_draft, guarded_target = guarded_pair(config, draft, target)
     if problems:  # the run's own first prompt, rendered by both
         check_tokenizers(draft, target, problems[0].question)
-    spec_by_key = {(s.question_id, s.sample_index): s for s in specs}
-    problem_by_id = {p.id: p for p in problems}
 
     async def calibration_draft(question_id: str, sample_index: int) -> ScoredDraft:
-        spec = spec_by_key.get((question_id, sample_index))
-        if spec is None:  # m > N: a calibration-only first step, seeded like a sample
-            spec = SampleSpec.of(problem_by_id[question_id], sample_index,
-                                 derive_seed(config.seed, question_id, sample_index))
+        # A sample's first step, or (m > N) a calibration-only one seeded like a sample.
+        spec = SampleSpec.of(problem_by_id[question_id], sample_index,
+                             derive_seed(config.seed, question_id, sample_index))
         state = SampleState(spec, list(env.prompt_ids(spec.question)), started=clock(),
                             now=clock)
         return await draft_and_score(state, env, 0)
@@ -125,9 +129,9 @@ async def execute(
     target_env = dataclasses.replace(env, config=config.replace(strategy="target_only"),
                                      calibrator=None, coordinator=None)
     body = strategy.round_body
-    total = len(specs) + config.samples * sum(d.escalated for d in
+    total = planned_samples + config.samples * sum(d.escalated for d in
                                               (tiers.decided if tiers is not None else ()))
-    progress = Progress(total=total, initial=total - len(pending) - len(escalated),
+    progress = Progress(total=total, initial=total - n_pending - len(escalated),
                         enabled=show_progress)
     written = errors = 0
 
@@ -165,12 +169,21 @@ async def execute(
         one, max_active=config.max_active_samples,
         by_question=strategy.barrier or config.admission == "question",
         question=lambda spec: spec.question_id)
+    def pending() -> Iterator[SampleSpec]:
+        return sample_specs(config, problems, skip=done.__contains__)
+
     if calibrator is not None:
-        calibrator.start_warmup([(s.question_id, s.sample_index) for s in pending])
+        # The warm-up takes keys round-robin over questions (warmup_order), so it never needs
+        # more than its own size from one question.
+        calibrator.start_warmup([
+            (p.id, s) for p in problems
+            for s in itertools.islice((s for s in range(config.samples) if (p.id, s) not in done),
+                                      config.warmup_size)])
     if coordinator is not None:
-        for spec in pending:
+        for spec in pending():
             coordinator.join(spec.question_id)
-    admission.push(escalated + pending)
+    admission.push(escalated, first=True)
+    admission.push(pending())
     if tiers is not None:
         for decision in tiers.undecided():
             decided(decision)
@@ -183,7 +196,7 @@ async def execute(
     wall, cpu = clock() - started, time.process_time() - cpu_clock
     return RunOutcome(
         total=progress.total,
-        skipped=len(specs) - len(pending),
+        skipped=skipped,
         written=written,
         errors=errors,
         wall_seconds=wall,
