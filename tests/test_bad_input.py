@@ -20,9 +20,10 @@ def files(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"question": "caf\xe9?", "answer": "1"}\n')
     (tmp_path / "latin1.yaml").write_bytes(b"alpha: 0.3\n# caf\xe9\n")
+    (tmp_path / "replaced.yaml").write_text("samples: abc\nalpha: 7\nengine: vllm\n")
     (tmp_path / "folder").mkdir()
     return {name.replace(".", "_"): str(tmp_path / name) for name in
-            ("empty.jsonl", "latin1.jsonl", "latin1.yaml", "folder", "out")}
+            ("empty.jsonl", "latin1.jsonl", "latin1.yaml", "replaced.yaml", "folder", "out")}
 
 
 # (command with {file} placeholders, exit code, words the one line must hold)
@@ -52,6 +53,16 @@ CASES = [
     (["run", "--engine", "fake", "--escalate-alpha", "1.5", "--out", "{out}"], 2,
      "invalid escalate_alpha: must lie in (0, 1)"),
     (["calibrate", "--engine", "fake", "--out", "{folder}"], 2, "is a directory; give the bank"),
+    # A bad value that a later setting replaces is still refused (engine: vllm alone lacks its
+    # URLs, which is no fault of that value, so it passes).
+    (["run", "--engine", "fake", "--recipe", "{replaced_yaml}", "--samples", "2", "--alpha",
+      "0.3", "--out", "{out}"], 2,
+     "invalid alpha: must lie in (0, 1), got 7.0; invalid samples: cannot read 'abc' as int"),
+    (["run", "--engine", "fake", "--set", "samples=x", "--samples", "2", "--out", "{out}"], 2,
+     "--set: invalid samples: cannot read 'x' as int"),
+    (["serve", "--engine", "vllm"], 2, "needs --draft-url and --target-url"),
+    (["serve", "--engine", "vllm", "--draft-url", "http://127.0.0.1:9", "--target-url",
+      "http://127.0.0.1:9", "--max-retries", "0"], 1, "http://127.0.0.1:9"),
     (["run", "--engine", "vllm", "--draft-url", "http://127.0.0.1:9", "--target-url",
       "http://127.0.0.1:9", "--max-retries", "0", "--out", "{out}"], 1,
      "http://127.0.0.1:9"),

@@ -130,6 +130,11 @@ def test_missing_and_corrupt_files_say_to_recalibrate(tmp_path: Path) -> None:
         json.dumps(dict(good, count=3)): "count says 3",
         json.dumps({k: v for k, v in good.items() if k != "scores"}): "scores",
         json.dumps(dict(good, scores=[1.0, "x"])): "readable",
+        json.dumps({k: v for k, v in good.items() if k != "fingerprint"}):
+            "no 'fingerprint' field",
+        json.dumps(dict(good, digest="0" * 12)): "digest '000000000000' does not match",
+        json.dumps(dict(good, fingerprint={**good["fingerprint"], "draft_sha256": "e" * 64})):
+            "does not match its fingerprint",
     }
     for text, match in cases.items():
         path.write_text(text)

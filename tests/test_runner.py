@@ -230,6 +230,7 @@ def test_a_different_configuration_on_an_existing_run_folder_is_refused(tmp_path
     cfg = config()
     folder = RunFolder(tmp_path)
     folder.prepare({"config": cfg.to_dict()})
+    folder.append({"question_id": "q", "sample_index": 0, "status": "ok"})
     changed = cfg.replace(alpha=0.2)
     with pytest.raises(RunFolderError, match=r"alpha: 0.1 -> 0.2.*--overwrite"):
         folder.prepare({"config": changed.to_dict()})
@@ -239,12 +240,25 @@ def test_a_different_configuration_on_an_existing_run_folder_is_refused(tmp_path
     assert folder.read_manifest()["config"]["alpha"] == 0.2
 
 
+def test_a_folder_holding_only_a_manifest_takes_a_corrected_configuration(tmp_path):
+    """A session refused before its first row (the tokenizer check, a model that would not
+    load) leaves only its manifest; the corrected command is not refused by it (issue 32)."""
+    folder = RunFolder(tmp_path)
+    folder.prepare({"config": config(draft="wrong.gguf").to_dict()})
+    folder.prepare({"config": config(draft="right.gguf").to_dict()})
+    assert folder.read_manifest()["config"]["draft"] == "right.gguf"
+    folder.append({"question_id": "q", "sample_index": 0, "status": "ok"})
+    with pytest.raises(RunFolderError, match="draft"):
+        folder.prepare({"config": config(draft="other.gguf").to_dict()})
+
+
 def test_force_answer_auto_resumes_a_folder_written_with_the_author_it_means(tmp_path):
     """Folders written before ``auto`` became the default (force_answer: target) resume under
     it where auto means the target, and are refused where it does not (draft_only)."""
     for strategy, same in (("atts", True), ("target_only", True), ("draft_only", False)):
         folder = RunFolder(tmp_path / strategy)
         folder.prepare({"config": config(strategy=strategy, force_answer="target").to_dict()})
+        folder.append({"question_id": "q", "sample_index": 0, "status": "ok"})
         resumed = {"config": config(strategy=strategy, force_answer="auto").to_dict()}
         if same:
             folder.prepare(resumed)

@@ -44,7 +44,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 class ConfigError(AttsError, ValueError):
-    """A configuration value is invalid; the message names the key and the fix."""
+    """A configuration value is invalid; the message names the key and the fix.  ``problems``:
+    (key, line) for each problem the message joins (empty when it is not about keys)."""
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -321,10 +326,29 @@ class RunConfig:
             try:
                 coerced[key] = _coerce(key, known[key].type, value)
             except ConfigError as err:
-                problems.append(str(err))
+                problems.append((key, str(err)))
         if problems:  # unreadable values first: the checks below need every value typed
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(line for _, line in problems), problems=tuple(problems))
         return cls(**coerced)
+
+    @classmethod
+    def check_replaced(cls, values: Mapping[str, Any], later: Mapping[str, Any],
+                       source: str) -> None:
+        """Refuse a bad value that a later layer replaces (a recipe's ``samples: abc`` under
+        ``--samples 2``): it is never used, but it is a mistake in a file the user will run
+        again.  Each replaced value is checked on its own over the defaults, and only the
+        problems that name its own key count (``engine: vllm`` alone lacks its URLs, which is
+        not a problem of that value)."""
+        problems: list[tuple[str, str]] = []
+        for key in sorted(set(values) & set(later) & {f.name for f in fields(cls)}):
+            try:
+                cls.from_mapping({key: values[key]})
+            except ConfigError as err:
+                problems += [(k, line) for k, line in err.problems if k == key]
+        if problems:
+            lines = "; ".join(line for _, line in problems)
+            raise ConfigError(f"{source}: {lines} (a later setting replaces it in this run; fix "
+                              "it all the same)", problems=tuple(problems))
 
     def replace(self, **changes: Any) -> RunConfig:
         return RunConfig.from_mapping({**self.to_dict(), **changes})
@@ -347,15 +371,16 @@ class _Problems:
     """Collects every failed check of one configuration, raised together as one line."""
 
     def __init__(self) -> None:
-        self._found: list[str] = []
+        self._found: list[tuple[str, str]] = []
 
     def __call__(self, ok: bool, key: str, message: str) -> None:
         if not ok:
-            self._found.append(f"invalid {key}: {message}")
+            self._found.append((key, f"invalid {key}: {message}"))
 
     def raise_if_any(self) -> None:
         if self._found:
-            raise ConfigError("; ".join(self._found))
+            raise ConfigError("; ".join(line for _, line in self._found),
+                              problems=tuple(self._found))
 
 
 def _coerce(key: str, annotation: Any, value: Any) -> Any:

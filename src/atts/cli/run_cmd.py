@@ -138,14 +138,12 @@ def add_config_flags(parser: argparse.ArgumentParser,
 
 def config_values(args: argparse.Namespace) -> dict[str, Any]:
     """RunConfig keys given on the command line, by precedence: recipe < --set < flags."""
-    values: dict[str, Any] = {}
-    if args.recipe:
-        values.update(load_recipe(args.recipe))
-    values.update(parse_overrides(args.overrides))
-    for field in fields(RunConfig):
-        if hasattr(args, field.name):
-            values[field.name] = getattr(args, field.name)
-    return values
+    recipe = load_recipe(args.recipe) if args.recipe else {}
+    sets = parse_overrides(args.overrides)
+    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    RunConfig.check_replaced(recipe, {**sets, **flags}, f"recipe {args.recipe}")
+    RunConfig.check_replaced(sets, flags, "--set")
+    return {**recipe, **sets, **flags}
 
 
 def resume_settings(folder: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 CONFIG_FLAGS = {
-    "engine": "llama_cpp (default) | transformers | fake",
+    "engine": "llama_cpp (default) | transformers | vllm | sglang | fake",
     "draft": "draft model: a name from `atts models list` or a GGUF path",
     "target": "target model (must share the draft's tokenizer)",
     "alpha": "default alpha: reject a draft step iff its p-value <= alpha",
@@ -33,6 +33,13 @@ CONFIG_FLAGS = {
     "top_p": "default nucleus sampling top_p",
     "force_answer": "who completes a forced answer: auto | target | draft | none",
     "n_ctx": "tokens per llama.cpp context",
+    "draft_url": "engine vllm or sglang: the draft servers' base URLs, comma-separated "
+                 "(docs/REMOTE.md)",
+    "target_url": "engine vllm or sglang: the target server's base URL",
+    "draft_tokenizer": "engine vllm or sglang: the draft's tokenizer folder (default: asked "
+                       "of the server)",
+    "target_tokenizer": "engine vllm or sglang: the target's tokenizer folder",
+    "remote_timeout": "engine vllm or sglang: seconds one request may take",
     "cores": "compute budget: cores both engines share (default: every core)",
     "draft_threads": "override: llama.cpp threads of one draft worker outside the pool",
     "target_threads": "override: llama.cpp threads of one target worker outside the pool",

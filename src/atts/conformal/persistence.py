@@ -221,12 +221,23 @@ def load_bank(
         raise _unreadable(
             source, f"format version {doc.get('version')!r}, this atts reads {BANK_FORMAT_VERSION}"
         )
+    missing = [key for key in ("fingerprint", "scores", "count") if key not in doc]
+    if missing:
+        raise _unreadable(source, f"it has no {' or '.join(repr(k) for k in missing)} field; "
+                                  "save_bank writes fingerprint, digest, scores and count")
     try:
         saved = _check_fingerprint(doc["fingerprint"])
         scores = np.asarray(doc["scores"], dtype=np.float64)
         count = int(doc["count"])
-    except (KeyError, TypeError, ValueError) as err:
+    except (TypeError, ValueError) as err:
         raise _unreadable(source, str(err)) from err
+    if "digest" in doc and doc["digest"] != fingerprint_digest(saved):
+        # The digest names the setup in file names and logs; one that disagrees with the
+        # fingerprint beside it means the file was edited, and which of the two is true is
+        # unknown.
+        raise _unreadable(source, f"its digest {doc['digest']!r} does not match its "
+                                  f"fingerprint (which digests to {fingerprint_digest(saved)!r}); "
+                                  "the file was edited")
     if scores.ndim != 1 or scores.size != count:
         raise _unreadable(source, f"count says {count} but {scores.size} scores are stored")
     try:

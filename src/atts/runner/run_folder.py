@@ -68,6 +68,13 @@ class RunFolder:
             for extra in self.path.glob("*.png"):
                 extra.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
+        for path in (self.samples_path, self.questions_path):
+            _repair_tail(path)
+        if self.manifest_path.exists() and not self._holds_rows():
+            # A session that ended before its first row (refused at the tokenizer check, a
+            # model that would not load) left only its manifest: nothing to resume, so the
+            # corrected command takes the folder instead of being refused by it.
+            self.manifest_path.unlink()
         if self.manifest_path.exists():
             old = self.read_manifest()
             differences = _config_differences(old.get("config", {}), manifest["config"])
@@ -95,8 +102,10 @@ class RunFolder:
                                      problems=manifest.get("problems"))
         else:
             self._write_json(self.manifest_path, manifest)
-        for path in (self.samples_path, self.questions_path):
-            _repair_tail(path)
+
+    def _holds_rows(self) -> bool:
+        return any(path.is_file() and path.stat().st_size > 0
+                   for path in (self.samples_path, self.questions_path))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
