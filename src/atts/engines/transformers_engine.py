@@ -70,11 +70,14 @@ class TransformersEngine:
     or GGUF file, default the model's own.  ``n_ctx``: context limit, default the model's
     ``max_position_embeddings``.  ``prefix_cache_size``: KV caches kept (0 disables reuse).
     ``eos_token_ids``: tokens that end generation, default the model's EOS and end-of-turn tokens.
+    ``model`` may also be a causal LM already built in memory, with its ``tokenizer`` object
+    (used as they are, dtype included; bench/gpu_check.py builds random-weight models of real
+    shapes that way, with nothing on disk).
     """
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path | Any,
         *,
         device: str | None = None,
         dtype: str = "auto",
@@ -82,6 +85,7 @@ class TransformersEngine:
         n_ctx: int | None = None,
         prefix_cache_size: int = 8,
         eos_token_ids: Sequence[int] | None = None,
+        tokenizer: Any | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -92,23 +96,32 @@ class TransformersEngine:
             raise ValueError(f"prefix_cache_size must be >= 0, got {prefix_cache_size}")
         self._torch = torch
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if dtype == "auto":
-            dtype = "float32" if self._device.type == "cpu" else "bfloat16"
-
-        path, gguf_name, sha = _locate(model)
-        spec = lookup(str(model))
-        name = spec.name if spec is not None else str(model)
-        load_kwargs: dict[str, Any] = {"local_files_only": True}
-        if gguf_name is not None:
-            load_kwargs["gguf_file"] = gguf_name
-        self._model: Any = cast(
-            Any,
-            AutoModelForCausalLM.from_pretrained(
-                str(path), dtype=getattr(torch, dtype), **load_kwargs
-            ),
-        )
+        if isinstance(model, str | Path):
+            if dtype == "auto":
+                dtype = "float32" if self._device.type == "cpu" else "bfloat16"
+            path, gguf_name, sha = _locate(model)
+            spec = lookup(str(model))
+            name = spec.name if spec is not None else str(model)
+            source = str(path / gguf_name if gguf_name else path)
+            load_kwargs: dict[str, Any] = {"local_files_only": True}
+            if gguf_name is not None:
+                load_kwargs["gguf_file"] = gguf_name
+            self._model: Any = cast(
+                Any,
+                AutoModelForCausalLM.from_pretrained(
+                    str(path), dtype=getattr(torch, dtype), **load_kwargs
+                ),
+            )
+        else:  # built in memory (random weights of a real shape): used as it is
+            if tokenizer is None:
+                raise ValueError("a model built in memory needs its tokenizer object")
+            self._model = model
+            name = source = str(getattr(model, "name_or_path", "") or type(model).__name__)
+            dtype, sha = str(model.dtype).removeprefix("torch."), None
         self._model.to(self._device).eval()
-        if tokenizer_path is None:
+        if tokenizer is not None:
+            self._tokenizer = tokenizer
+        elif tokenizer_path is None:
             self._tokenizer = AutoTokenizer.from_pretrained(str(path), **load_kwargs)
         else:
             tok_dir, tok_gguf, _ = _locate(tokenizer_path, hash_file=False)
@@ -133,7 +146,7 @@ class TransformersEngine:
             extra={
                 "device": str(self._device),
                 "dtype": dtype,
-                "path": str(path / gguf_name if gguf_name else path),
+                "path": source,
             },
         )
 
