@@ -331,25 +331,6 @@ class RunConfig:
             raise ConfigError("; ".join(line for _, line in problems), problems=tuple(problems))
         return cls(**coerced)
 
-    @classmethod
-    def check_replaced(cls, values: Mapping[str, Any], later: Mapping[str, Any],
-                       source: str) -> None:
-        """Refuse a bad value that a later layer replaces (a recipe's ``samples: abc`` under
-        ``--samples 2``): it is never used, but it is a mistake in a file the user will run
-        again.  Each replaced value is checked on its own over the defaults, and only the
-        problems that name its own key count (``engine: vllm`` alone lacks its URLs, which is
-        not a problem of that value)."""
-        problems: list[tuple[str, str]] = []
-        for key in sorted(set(values) & set(later) & {f.name for f in fields(cls)}):
-            try:
-                cls.from_mapping({key: values[key]})
-            except ConfigError as err:
-                problems += [(k, line) for k, line in err.problems if k == key]
-        if problems:
-            lines = "; ".join(line for _, line in problems)
-            raise ConfigError(f"{source}: {lines} (a later setting replaces it in this run; fix "
-                              "it all the same)", problems=tuple(problems))
-
     def replace(self, **changes: Any) -> RunConfig:
         return RunConfig.from_mapping({**self.to_dict(), **changes})
 

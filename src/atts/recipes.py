@@ -2,15 +2,18 @@
 plain mappings of ``RunConfig`` keys (``RunConfig.from_mapping`` types and checks them).
 
 Precedence (the CLI applies it): defaults < recipe < ``--set`` < explicit flags.  A recipe
-holds only overrides of the defaults.
+holds only overrides of the defaults; ``check_replaced`` refuses a bad value even where a later
+layer replaces it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from atts.config import ConfigError
+from atts.config import ConfigError, RunConfig
 from atts.textfile import read_text
 
 
@@ -41,3 +44,21 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
         result[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw else ""
     return result
+
+
+def check_replaced(values: Mapping[str, Any], later: Mapping[str, Any], source: str) -> None:
+    """Refuse a bad value that a later layer replaces (a recipe's ``samples: abc`` under
+    ``--samples 2``): it is never used, but it is a mistake in a file the user will run
+    again.  Each replaced value is checked on its own over the defaults, and only the problems
+    that name its own key count (``engine: vllm`` alone lacks its URLs, which is not a problem
+    of that value)."""
+    problems: list[tuple[str, str]] = []
+    for key in sorted(set(values) & set(later) & {f.name for f in fields(RunConfig)}):
+        try:
+            RunConfig.from_mapping({key: values[key]})
+        except ConfigError as err:
+            problems += [(k, line) for k, line in err.problems if k == key]
+    if problems:
+        lines = "; ".join(line for _, line in problems)
+        raise ConfigError(f"{source}: {lines} (a later setting replaces it in this run; fix it "
+                          "all the same)", problems=tuple(problems))

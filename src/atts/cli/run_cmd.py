@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import Any
 
 from atts.config import CHOICES, RunConfig
-from atts.recipes import load_recipe, parse_overrides
+from atts.recipes import check_replaced, load_recipe, parse_overrides
 
 HELP = {
     "dataset": "gsm8k, math500, math100, aime24, aime25, amc23, or jsonl:PATH",
@@ -141,8 +141,8 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
     recipe = load_recipe(args.recipe) if args.recipe else {}
     sets = parse_overrides(args.overrides)
     flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
-    RunConfig.check_replaced(recipe, {**sets, **flags}, f"recipe {args.recipe}")
-    RunConfig.check_replaced(sets, flags, "--set")
+    check_replaced(recipe, {**sets, **flags}, f"recipe {args.recipe}")
+    check_replaced(sets, flags, "--set")
     return {**recipe, **sets, **flags}
 
 
