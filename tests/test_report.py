@@ -369,3 +369,51 @@ def test_unequal_host_steal_is_named_beside_the_speedup(tmp_path, capsys) -> Non
     files = write_report(run, [even], tmp_path / "r2", plots=False)
     assert not any("The host took" in note for note in files.summary["notes"])
     assert "host took" not in format_summary(summarize_run(load_run(make_run(tmp_path / "q"))))
+
+
+def _probe_file(path: Path, *, overlap: bool) -> Path:
+    path.write_text(json.dumps({
+        "batch": 8, "context": 64, "decode_tokens": 16, "step_tokens": 32, "overlap": overlap,
+        "mode": "continue", "seconds_per_token": {"draft_decode": 0.01, "target_decode": 0.05,
+                                                  "target_score": 0.002}}))
+    return path
+
+
+@pytest.mark.parametrize(("overlap", "bound_seconds"), [
+    # 7 answered samples: 210 draft tokens x 0.01 + 210 scored x 0.002 + 49 target x 0.05 s,
+    # summed on shared cores (4.97 s), or the busier engine on its own device (target: 2.87 s).
+    (False, 4.97), (True, 2.87)])
+def test_a_probe_gives_the_runs_bound_and_measured_over_bound(tmp_path, capsys, overlap,
+                                                              bound_seconds) -> None:
+    """Issue 30: the run's own tokens priced at a probe's full-batch costs; the baseline's 700
+    target tokens need 35 s, so its speedup bound is 35 / bound, of which the measured 2.5x
+    (30 s / 12 s) is the share printed."""
+    run = make_run(tmp_path / "run")
+    base = make_run(tmp_path / "base", strategy="target_only", session_wall=30.0)
+    probe = _probe_file(tmp_path / "probe.json", overlap=overlap)
+    assert main(["report", str(run), "--baseline", str(base), "--no-plots",
+                 "--probe", str(probe)]) == 0
+    out = capsys.readouterr().out
+    bound = json.loads((run / "summary.json").read_text())["bound"]
+    assert bound["bound_seconds"] == pytest.approx(bound_seconds)
+    assert bound["measured_over_bound"] == pytest.approx(12.0 / bound_seconds)
+    [entry] = bound["baselines"]
+    assert entry["speedup_bound"] == pytest.approx(35.0 / bound_seconds)
+    assert entry["share_of_bound"] == pytest.approx(2.5 / (35.0 / bound_seconds))
+    assert f"measured / bound {12.0 / bound_seconds:.2f}" in out
+    share = entry["share_of_bound"]
+    assert f"bound {35.0 / bound_seconds:.3g}x (measured {share:.2f} of it)" in out
+    assert "measured wall / bound" in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize("content", ["not json", json.dumps({"seconds_per_token": {}}),
+                                     json.dumps({"seconds_per_token": {
+                                         "draft_decode": 0.01, "target_decode": float("nan"),
+                                         "target_score": 0.1}, "overlap": False, "batch": 8})])
+def test_a_bad_probe_file_is_one_line_before_any_grading(tmp_path, capsys, content) -> None:
+    run = make_run(tmp_path / "run")
+    (tmp_path / "probe.json").write_text(content)
+    assert main(["report", str(run), "--no-plots", "--probe", str(tmp_path / "probe.json")]) == 2
+    err = capsys.readouterr().err
+    assert "probe.json" in err and "Traceback" not in err
+    assert not (run / "summary.json").exists()

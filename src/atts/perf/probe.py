@@ -18,21 +18,28 @@ Bounds (``atts.perf.roofline``), per token of the final answer, over target-only
     cascade at escalation e:   1 / (c_dd / c_td + e)    (the draft writes about as many tokens)
 
 They count the engines' work only: no waits, no re-reads, full batches.  A run reaches less;
-what it reached is its orchestration efficiency (BENCHMARKS.md).
+what it reached is its orchestration efficiency (BENCHMARKS.md).  ``run_bound`` prices a
+finished run's own token counts at a saved probe's costs (``atts report RUN --probe
+probe.json``): the wall time its work needs at full batches, and measured / bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from atts.engines.base import ChatMessage, Engine, SamplingParams
-from atts.perf.roofline import TokenCosts, per_token_speedup
+from atts.errors import AttsError
+from atts.perf.roofline import TokenCosts, TokenTotals, engine_seconds, per_token_speedup
+from atts.textfile import read_text
 
-__all__ = ["ProbeResult", "cascade_bound", "probe"]
+__all__ = ["ProbeResult", "SavedProbe", "cascade_bound", "load_probe", "probe", "run_bound"]
 
 FILLER = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
           "clips in May. How many clips did Natalia sell altogether in April and May? ")
@@ -78,6 +85,73 @@ class ProbeResult:
                                                                       overlap=overlap)},
             "cascade_bound": {f"{e:g}": b for e, b in self.cascade_bounds(rates)},
         }
+
+
+@dataclass(frozen=True)
+class SavedProbe:
+    """What a report needs of ``atts probe --json``: the costs and how the engines share."""
+
+    path: str
+    costs: TokenCosts
+    overlap: bool  # engines on their own devices (else sharing the cores)
+    batch: int
+
+
+def load_probe(path: str | Path) -> SavedProbe:
+    """Read the JSON that ``atts probe --json`` printed; one line naming the file and the field
+    when it is not that."""
+    source = Path(path)
+    try:
+        doc = json.loads(read_text(source))
+    except FileNotFoundError as err:
+        raise AttsError(f"no probe file at {source}: save one with `atts probe --json > "
+                        f"{source}` on the run's engines") from err
+    except json.JSONDecodeError as err:
+        raise AttsError(f"{source}: not the JSON of `atts probe --json` ({err})") from err
+    costs = doc.get("seconds_per_token") if isinstance(doc, dict) else None
+    keys = ("draft_decode", "target_decode", "target_score")
+    if not isinstance(costs, dict) or not all(
+            isinstance(costs.get(k), int | float) and not isinstance(costs.get(k), bool)
+            and math.isfinite(costs[k]) and costs[k] > 0 for k in keys):
+        raise AttsError(f"{source}: seconds_per_token must hold {', '.join(keys)} as finite "
+                        "numbers > 0 (the JSON of `atts probe --json`)")
+    overlap, batch = doc.get("overlap"), doc.get("batch")
+    if not isinstance(overlap, bool) or not isinstance(batch, int) or batch < 1:
+        raise AttsError(f"{source}: overlap (true or false) and batch (>= 1) are missing; "
+                        "save the probe again with `atts probe --json`")
+    return SavedProbe(str(source), TokenCosts(*(float(costs[k]) for k in keys)), overlap,
+                      batch)
+
+
+def run_bound(saved: SavedProbe, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A finished run's bound (``summary``: ``atts.report``'s) at the probe's costs: the
+    engine seconds its own tokens need at full batches with nothing in the way (no waits, no
+    re-reads, prompts not counted), measured wall / that, and for each comparable baseline the
+    speedup its tokens allow beside the measured one (issue 30: the gap on every run)."""
+    tokens = TokenTotals.from_summary(summary)
+    seconds = engine_seconds(saved.costs, tokens, overlap=saved.overlap)
+    wall = float(summary["wall_seconds"])
+    out: dict[str, Any] = {
+        "probe": saved.path, "overlap": saved.overlap, "batch": saved.batch,
+        "seconds_per_token": {"draft_decode": saved.costs.draft_decode,
+                              "target_decode": saved.costs.target_decode,
+                              "target_score": saved.costs.target_score},
+        "bound_seconds": seconds,
+        "measured_over_bound": wall / seconds if seconds > 0 else None,
+        "baselines": [],
+    }
+    for entry in summary.get("baselines", []):
+        base = entry.get("tokens")
+        base_seconds = (engine_seconds(saved.costs, TokenTotals.from_summary(entry),
+                                       overlap=saved.overlap) if base else None)
+        speedup_bound = (base_seconds / seconds if base_seconds and seconds > 0 else None)
+        measured = entry.get("speedup")
+        out["baselines"].append({
+            "label": entry.get("label"), "speedup_bound": speedup_bound,
+            "speedup": measured,
+            "share_of_bound": (measured / speedup_bound
+                               if measured is not None and speedup_bound else None)})
+    return {"bound": out}
 
 
 def _context(engine: Engine, tokens: int) -> list[int]:

@@ -9,7 +9,7 @@ wall, and ``notes`` on what makes a comparison unfair), the PNG figures of
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,13 @@ class ReportFiles:
 
 def write_report(run_dir: str | Path, baselines: Sequence[str | Path] = (),
                  out: str | Path | None = None, *, regrade: bool = False,
-                 grader: Grader | None = None, plots: bool = True) -> ReportFiles:
+                 grader: Grader | None = None, plots: bool = True,
+                 annotate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                 ) -> ReportFiles:
     """Grade ``run_dir`` and each baseline, then write summary.json, the plots and report.md
-    into ``out`` (default: ``run_dir``).  ``regrade`` ignores the grades.json caches."""
+    into ``out`` (default: ``run_dir``).  ``regrade`` ignores the grades.json caches;
+    ``annotate``: keys a caller derives from the summary (``atts report --probe``: the run's
+    bound from measured per-token costs, which lives in atts.perf, a layer above this one)."""
     for path in (run_dir, *baselines):
         check_run_folder(path)  # fail before any grading if one folder is wrong
     out_dir = Path(out) if out is not None else Path(run_dir)
@@ -67,6 +71,8 @@ def write_report(run_dir: str | Path, baselines: Sequence[str | Path] = (),
         for run, other in zip(runs[1:], summaries[1:], strict=True)
     ]
     summary["notes"] = comparison_notes(list(zip(runs, summaries, strict=True)))
+    if annotate is not None:
+        summary.update(annotate(summary))
     written: dict[str, Path] = {}
     if plots:
         from atts.report.plots import write_plots

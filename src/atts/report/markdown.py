@@ -32,6 +32,7 @@ def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, str]) -> str
     out += ["## Cost", "", *_cost_table(runs), "",
             "Engine seconds are summed over samples: samples in flight at once overlap, so "
             "their sum can exceed the wall time.", ""]
+    out += _bound(summary.get("bound"))
     out += _plot("tokens", plots) + _plot("accuracy", plots)
     out += ["## Latency", "", *_latency_table(runs), ""]
     out += _plot("latency", plots)
@@ -188,3 +189,26 @@ def _plot(name: str, plots: Mapping[str, str]) -> list[str]:
 
 def _table_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _bound(bound: Mapping[str, Any] | None) -> list[str]:
+    """The run's bound at a probe's per-token costs (``atts report --probe``), if given."""
+    if bound is None:
+        return []
+    costs = bound["seconds_per_token"]
+    ratio = bound["measured_over_bound"]
+    lines = [f"Bound at the per-token costs of `{bound['probe']}` (ms per token: draft decode "
+             f"{costs['draft_decode'] * 1e3:.3g}, target decode {costs['target_decode'] * 1e3:.3g}"
+             f", target scoring {costs['target_score'] * 1e3:.3g}; batch {bound['batch']}, "
+             f"{'engines on their own devices' if bound['overlap'] else 'engines sharing cores'}"
+             f"): this run's tokens need {bound['bound_seconds']:.4g} s of engine work with "
+             "nothing in the way (no waits, no re-reads, full batches, prompts not counted); "
+             "measured wall / bound = " + ("n/a" if ratio is None else f"{ratio:.2f}") + ".", ""]
+    for entry in bound["baselines"]:
+        if entry["speedup_bound"] is not None:
+            measured = ("not measured" if entry["speedup"] is None
+                        else f"measured {entry['speedup']:.3g}x, {entry['share_of_bound']:.2f} "
+                             "of the bound")
+            lines += [f"- over {entry['label']}: bound {entry['speedup_bound']:.3g}x "
+                      f"({measured})"]
+    return [*lines, ""]
