@@ -21,6 +21,7 @@ SOURCE = ROOT / "src" / "atts"
 LAYERS = (
     ("atts", "errors", "seeds"),
     ("textfile",),
+    ("schema",),
     ("conformal", "models", "grading"),
     ("data", "engines"),
     ("config",),

@@ -163,6 +163,7 @@ def test_a_folder_written_before_the_new_calibration_settings_still_resumes(tmp_
     assert {"pvalue", "adaptive_gamma", "escalate_alpha", "escalate_warmup"} <= set(cfg.to_dict())
     assert _config_differences(old, cfg.to_dict()) == []
     RunFolder(tmp_path).prepare({"config": old})
+    RunFolder(tmp_path).append({"question_id": "q", "sample_index": 0})  # a run to resume
     RunFolder(tmp_path).prepare({"config": cfg.to_dict()})  # no "different configuration"
     assert RunFolder(tmp_path).read_manifest()["config"] == old  # the recorded one stays
     changed = {**cfg.to_dict(), "escalate_alpha": 0.3}  # an added key set otherwise does differ

@@ -25,6 +25,13 @@ from pipeline_helpers import config, engines, problems, round_of, run
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
+def finished_row(question_id: str, index: int, **fields: object) -> dict[str, object]:
+    """A samples.jsonl row with the fields a run folder checks its rows for (SAMPLE_ROW)."""
+    return {"question_id": question_id, "dataset": "gsm8k", "sample_index": index,
+            "status": "ok", "answer": "1", "gold": "1", "steps": [], "started_at": 0.0,
+            "finished_at": 1.0, **fields}
+
+
 def test_concurrency_limits_are_never_exceeded(tmp_path):
     cfg = config(samples=4, rounds=3, draft_concurrency=2, target_concurrency=3,
                  max_active_samples=6, alpha=0.5)
@@ -230,7 +237,7 @@ def test_a_different_configuration_on_an_existing_run_folder_is_refused(tmp_path
     cfg = config()
     folder = RunFolder(tmp_path)
     folder.prepare({"config": cfg.to_dict()})
-    folder.append({"question_id": "q", "sample_index": 0, "status": "ok"})
+    folder.append(finished_row("q", 0))
     changed = cfg.replace(alpha=0.2)
     with pytest.raises(RunFolderError, match=r"alpha: 0.1 -> 0.2.*--overwrite"):
         folder.prepare({"config": changed.to_dict()})
@@ -247,7 +254,7 @@ def test_a_folder_holding_only_a_manifest_takes_a_corrected_configuration(tmp_pa
     folder.prepare({"config": config(draft="wrong.gguf").to_dict()})
     folder.prepare({"config": config(draft="right.gguf").to_dict()})
     assert folder.read_manifest()["config"]["draft"] == "right.gguf"
-    folder.append({"question_id": "q", "sample_index": 0, "status": "ok"})
+    folder.append(finished_row("q", 0))
     with pytest.raises(RunFolderError, match="draft"):
         folder.prepare({"config": config(draft="other.gguf").to_dict()})
 
@@ -258,7 +265,7 @@ def test_force_answer_auto_resumes_a_folder_written_with_the_author_it_means(tmp
     for strategy, same in (("atts", True), ("target_only", True), ("draft_only", False)):
         folder = RunFolder(tmp_path / strategy)
         folder.prepare({"config": config(strategy=strategy, force_answer="target").to_dict()})
-        folder.append({"question_id": "q", "sample_index": 0, "status": "ok"})
+        folder.append(finished_row("q", 0))
         resumed = {"config": config(strategy=strategy, force_answer="auto").to_dict()}
         if same:
             folder.prepare(resumed)
@@ -271,12 +278,12 @@ def test_a_torn_last_line_is_cut_when_the_folder_is_reopened(tmp_path):
     cfg = config()
     folder = RunFolder(tmp_path)
     folder.prepare({"config": cfg.to_dict()})
-    folder.append({"question_id": "q", "sample_index": 0, "status": "ok"})
+    folder.append(finished_row("q", 0))
     with folder.samples_path.open("a") as file:
         file.write('{"question_id": "q", "sample_')
     assert len(folder.rows()) == 1
     folder.prepare({"config": cfg.to_dict()})
-    folder.append({"question_id": "q", "sample_index": 1, "status": "ok"})
+    folder.append(finished_row("q", 1))
     assert [r["sample_index"] for r in folder.rows()] == [0, 1]
 
 
@@ -307,7 +314,7 @@ def test_a_row_that_cannot_be_written_whole_leaves_no_torn_line(tmp_path, monkey
 
     folder = RunFolder(tmp_path)
     folder.prepare({"config": {}})
-    folder.append({"question_id": "q", "sample_index": 0, "status": "ok"})
+    folder.append(finished_row("q", 0))
     before = folder.samples_path.read_bytes()
     real_write = os.write
     calls = []
@@ -320,11 +327,11 @@ def test_a_row_that_cannot_be_written_whole_leaves_no_torn_line(tmp_path, monkey
 
     monkeypatch.setattr(os, "write", half_then_full)
     with pytest.raises(OSError, match="No space left"):
-        folder.append({"question_id": "q", "sample_index": 1, "status": "ok", "text": "x" * 99})
+        folder.append(finished_row("q", 1, text="x" * 99))
     monkeypatch.setattr(os, "write", real_write)
     assert len(calls) == 2  # half went to disk before the failure
     assert folder.samples_path.read_bytes() == before
-    folder.append({"question_id": "q", "sample_index": 1, "status": "ok"})
+    folder.append(finished_row("q", 1))
     assert [r["sample_index"] for r in folder.rows()] == [0, 1]
 
 

@@ -374,6 +374,8 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
         if text.startswith("tuple"):
             if isinstance(value, str):
                 return tuple(v for v in value.split(",") if v)
+            if not isinstance(value, (list, tuple)):  # a mapping's keys are not a list
+                raise ValueError(value)
             return tuple(str(v) for v in value)
         if text.startswith("bool"):
             if isinstance(value, str):

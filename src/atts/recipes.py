@@ -26,11 +26,37 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe {file} does not exist; pass the path of a YAML file")
     try:
         data = yaml.safe_load(read_text(file)) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"recipe {file} is not valid YAML: {err}") from err
+    except yaml.YAMLError as err:  # one line: where, and what (the parser's own text spans
+        mark = getattr(err, "problem_mark", None)  # several lines, with the source quoted)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        what = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError(f"recipe {file}{line} is not valid YAML ({what})") from err
     if not isinstance(data, dict):
-        raise ConfigError(f"recipe {file} must be a mapping of key: value, got {type(data)}")
+        raise ConfigError(f"recipe {file} must be a mapping of key: value, got "
+                          f"{type(data).__name__}")
+    known = {f.name for f in fields(RunConfig)}
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        where = f"recipe {file}:{_key_line(read_text(file), unknown[0])}"
+        if not all(isinstance(key, str) for key in unknown):
+            raise ConfigError(f"{where}: {unknown[0]!r} is not a configuration key (a key is "
+                              "a name such as samples)")
+        try:
+            RunConfig.from_mapping({key: data[key] for key in unknown})
+        except ConfigError as err:  # names the keys, with the nearest known ones
+            raise ConfigError(f"{where}: {err}") from None
     return data
+
+
+def _key_line(text: str, key: Any) -> int:
+    """The line of ``key`` in a recipe's top-level mapping (1 if it cannot be told)."""
+    import yaml
+
+    node = yaml.compose(text)
+    for key_node, _ in getattr(node, "value", ()):
+        if yaml.safe_load(yaml.serialize(key_node)) == key:
+            return int(key_node.start_mark.line) + 1
+    return 1
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -42,7 +68,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {pair!r}")
-        result[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw else ""
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as err:
+            what = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({what})") from err
+        result[key.strip().replace("-", "_")] = value
     return result
 
 

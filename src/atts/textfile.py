@@ -11,7 +11,7 @@ from pathlib import Path
 
 from atts.errors import AttsError
 
-__all__ = ["TextFileError", "read_text"]
+__all__ = ["TextFileError", "decode_text", "read_text"]
 
 
 class TextFileError(AttsError, ValueError):
@@ -20,8 +20,12 @@ class TextFileError(AttsError, ValueError):
 
 def read_text(path: str | Path) -> str:
     """The file's text; ``TextFileError`` if it is not UTF-8 (OSErrors go on as they are)."""
-    source = Path(path)
-    data = source.read_bytes()
+    return decode_text(Path(path).read_bytes(), path)
+
+
+def decode_text(data: bytes, source: str | Path) -> str:
+    """``data`` (the start of the file ``source``, or all of it) as text, or
+    ``TextFileError`` naming the file and the line of its first byte that is not UTF-8."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import fields
 from typing import Any
 
-from atts.config import CHOICES, RunConfig
+from atts.config import CHOICES, ConfigError, RunConfig
 from atts.recipes import check_replaced, load_recipe, parse_overrides
 
 HELP = {
@@ -147,13 +147,34 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resume_settings(folder: str) -> dict[str, Any]:
-    """The configuration recorded in a run folder's manifest."""
+    """The configuration recorded in a run folder's manifest (typed as ``MANIFEST_RECORD``
+    says); a key this version does not know is refused, naming the manifest."""
     from atts.runner.run_folder import RunFolder
 
-    recorded = RunFolder(folder).read_manifest().get("config")
-    if not isinstance(recorded, dict):
-        raise ValueError(f"{folder}/manifest.json records no configuration to resume from")
+    run = RunFolder(folder)
+    recorded: dict[str, Any] = run.read_manifest()["config"]
+    unknown = sorted(set(recorded) - {f.name for f in fields(RunConfig)})
+    if unknown:
+        raise ConfigError(f"{run.manifest_path}: config holds {', '.join(unknown)}, which this "
+                          "atts does not know (a run of another version?); resume it with the "
+                          "version that wrote it, or start a new --out folder")
     return recorded
+
+
+def resumed_config(folder: str, given: dict[str, Any]) -> RunConfig:
+    """The run's recorded configuration with ``given`` over it; a problem of a recorded value
+    that no flag replaced names the manifest."""
+    from atts.runner.run_folder import RunFolder
+
+    recorded = resume_settings(folder)
+    try:
+        return RunConfig.from_mapping({**recorded, **given})
+    except ConfigError as err:
+        if err.problems and not any(key in given for key, _ in err.problems):
+            raise ConfigError(f"{RunFolder(folder).manifest_path}: {err} (recorded by the run; "
+                              "a flag given to --resume replaces a recorded value)",
+                              problems=err.problems) from None
+        raise
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -170,8 +191,7 @@ def handle(args: argparse.Namespace) -> int:
             raise ValueError(f"--resume {args.resume} writes that folder; drop --out "
                              f"{args.out} or make them the same")
         args.out = args.resume
-        config = RunConfig.from_mapping({**resume_settings(args.resume),
-                                         **config_values(args)})
+        config = resumed_config(args.resume, config_values(args))
     elif not args.out:
         raise ValueError("give --out DIR (a new run folder, or an existing one to resume), "
                          "or --resume DIR")

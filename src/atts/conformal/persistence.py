@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from atts.conformal.pvalue import FloatArray, check_finite
 from atts.errors import AttsError
+from atts.schema import Integer, ListOf, MapOf, Number, Record, Text, problem
 from atts.textfile import read_text
 
 __all__ = [
@@ -43,6 +44,11 @@ __all__ = [
 
 BANK_FORMAT = "atts-calibration-bank"
 BANK_FORMAT_VERSION = 1
+# The shape of a bank file as load_bank checks it (atts.schema), after its format and version.
+BANK_RECORD = Record({
+    "format": Text(), "version": Integer(None), "fingerprint": MapOf(Text()), "digest": Text(),
+    "count": Integer(), "created": Number(), "scores": ListOf(Number()),
+}, required=("fingerprint", "scores", "count"), noun="bank")
 
 
 class BankMismatchError(AttsError, ValueError):
@@ -225,12 +231,12 @@ def load_bank(
     if missing:
         raise _unreadable(source, f"it has no {' or '.join(repr(k) for k in missing)} field; "
                                   "save_bank writes fingerprint, digest, scores and count")
-    try:
-        saved = _check_fingerprint(doc["fingerprint"])
-        scores = np.asarray(doc["scores"], dtype=np.float64)
-        count = int(doc["count"])
-    except (TypeError, ValueError) as err:
-        raise _unreadable(source, str(err)) from err
+    found = problem(BANK_RECORD, doc)
+    if found is not None:
+        raise _unreadable(source, found)
+    saved = dict(doc["fingerprint"])
+    scores = np.asarray(doc["scores"], dtype=np.float64)
+    count = doc["count"]
     if "digest" in doc and doc["digest"] != fingerprint_digest(saved):
         # The digest names the setup in file names and logs; one that disagrees with the
         # fingerprint beside it means the file was edited, and which of the two is true is
@@ -238,12 +244,8 @@ def load_bank(
         raise _unreadable(source, f"its digest {doc['digest']!r} does not match its "
                                   f"fingerprint (which digests to {fingerprint_digest(saved)!r}); "
                                   "the file was edited")
-    if scores.ndim != 1 or scores.size != count:
+    if scores.size != count:
         raise _unreadable(source, f"count says {count} but {scores.size} scores are stored")
-    try:
-        check_finite(scores, "stored calibration scores")
-    except ValueError as err:
-        raise _unreadable(source, str(err)) from err
 
     if fingerprint is not None:
         expected = _check_fingerprint(fingerprint)

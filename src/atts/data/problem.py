@@ -62,11 +62,13 @@ def read_jsonl(
 
 def require_field(record: Mapping[str, Any], field: str, source: str, lineno: int) -> Any:
     """``record[field]``, or a ``DatasetError`` naming the file, the line and the fields present."""
-    if field not in record or record[field] is None:
+    if field not in record:
         present = ", ".join(sorted(record)) or "none"
         raise DatasetError(
             f"{source}, line {lineno}: missing field {field!r} (fields present: {present})"
         )
+    if record[field] is None:
+        raise DatasetError(f"{source}, line {lineno}: field {field!r} is null")
     return record[field]
 
 

@@ -16,9 +16,12 @@ default the file's stem; it also picks the grading rules: gsm8k*, aime*, amc*, e
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 from atts.data.problem import (
@@ -99,7 +102,8 @@ def load_jsonl(spec: JsonlSpec) -> list[Problem]:
     to_gold = _FORMATS[spec.format]
     seen: dict[str, int] = {}
     out = []
-    for index, (lineno, record) in enumerate(read_jsonl(text.splitlines(), source)):
+    # Lines end at "\n" only: a question may hold U+2028, which splitlines would cut.
+    for index, (lineno, record) in enumerate(read_jsonl(text.split("\n"), source)):
         question_field = spec.question or next(
             (f for f in _QUESTION_DEFAULTS if f in record), _QUESTION_DEFAULTS[0]
         )
@@ -110,12 +114,12 @@ def load_jsonl(spec: JsonlSpec) -> list[Problem]:
                 f"{source}, line {lineno}: field {question_field!r} must be a non-empty string, "
                 f"got {type(question).__name__}; point ?question= at the field holding the text"
             )
-        raw_answer = require_field(record, spec.answer, source, lineno)
+        raw_answer = _answer(record, spec, source, lineno)
         try:
-            gold = to_gold(raw_answer if spec.format == "plain" else str(raw_answer))
+            gold = to_gold(raw_answer)
         except ValueError as err:
             raise DatasetError(f"{source}, line {lineno}: {err}") from err
-        key = str(require_field(record, spec.id, source, lineno)) if spec.id else str(index)
+        key = _key(record, spec.id, source, lineno) if spec.id else str(index)
         if key in seen:
             raise DatasetError(
                 f"{source}, line {lineno}: id {key!r} already used on line {seen[key]}; "
@@ -125,3 +129,28 @@ def load_jsonl(spec: JsonlSpec) -> list[Problem]:
         out.append(Problem(id=f"{dataset}/{key}", dataset=dataset, question=str(question),
                            gold=gold))
     return out
+
+
+def _answer(record: Mapping[str, Any], spec: JsonlSpec, source: str, lineno: int) -> Any:
+    """The answer field: a non-empty string, or (format plain) a finite number; anything else
+    (a list, an object, true) would be graded against its Python repr, and an empty one
+    would mark every answer wrong."""
+    value = require_field(record, spec.answer, source, lineno)
+    number = (spec.format == "plain" and isinstance(value, (int, float))
+              and not isinstance(value, bool) and math.isfinite(value))
+    if not number and not (isinstance(value, str) and value.strip()):
+        kind = "a non-empty string or a number" if spec.format == "plain" else "a string"
+        raise DatasetError(
+            f"{source}, line {lineno}: field {spec.answer!r} must be {kind}, got "
+            f"{json.dumps(value)[:40]}; point ?answer= at the field holding the answer"
+        )
+    return value
+
+
+def _key(record: Mapping[str, Any], field: str, source: str, lineno: int) -> str:
+    """The id field as a problem key: a non-empty string or an integer."""
+    value = require_field(record, field, source, lineno)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise DatasetError(f"{source}, line {lineno}: field {field!r} (the id) must be a "
+                           f"non-empty string or an integer, got {json.dumps(value)[:40]}")
+    return str(value)

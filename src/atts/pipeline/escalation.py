@@ -42,8 +42,9 @@ from atts.conformal import (
     Thresholds,
 )
 from atts.grading.agreement import Equivalent, Vote, cluster_answers, question_score
+from atts.schema import Flag, Integer, MapOf, Nullable, Number, Record, Text
 
-__all__ = ["Escalation", "QuestionDecision"]
+__all__ = ["QUESTION_ROW", "Escalation", "QuestionDecision"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ class QuestionDecision:
                    float(row["score"]),
                    None if row.get("p_value") is None else float(row["p_value"]),
                    bool(row["escalated"]), float(row.get("at") or 0.0))
+
+
+# The shape of a questions.jsonl row as it is read back (QuestionDecision.to_row writes it).
+QUESTION_ROW = Record({
+    "question_id": Text(), "samples": Integer(), "votes": MapOf(Integer()), "score": Number(),
+    "p_value": Nullable(Number(0.0, 1.0)), "escalated": Flag(), "at": Number(),
+}, required=("question_id", "samples", "votes", "score", "escalated"), noun="row")
 
 
 class Escalation:

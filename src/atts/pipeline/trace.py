@@ -1,15 +1,18 @@
 """What a sample leaves behind: its steps and its outcome, as frozen values.
 
 ``SampleTrace.to_row`` is the one place that defines a ``samples.jsonl`` row (docs/TEAM.md),
-``SampleTrace.from_row`` the one that reads it back, and ``Step.judged`` / ``Step.rejected``
-the one definition of the rejection rate that progress, reports and the server count.
+``SAMPLE_ROW`` its shape as every reader checks it (``atts.schema``), ``SampleTrace.from_row``
+the one that reads it back, and ``Step.judged`` / ``Step.rejected`` the one definition of the
+rejection rate that progress, reports and the server count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from atts.schema import Choice, Flag, Integer, ListOf, Nullable, Number, Record, Text
 
 Author = Literal["draft", "target"]
 StepKind = Literal["step", "wait", "forced_answer"]
@@ -153,3 +156,28 @@ class SampleTrace:
         values.setdefault("question", "")
         return cls(**values, steps=steps, tokens=TokenCounts(**(row.get("tokens") or {})),
                    seconds=Timings(**(row.get("seconds") or {})))
+
+
+# The shape of a samples.jsonl row as it is read back: every field SampleTrace.to_row writes,
+# typed.  Required: what a reader cannot do without or would silently misread (a missing
+# answer would be graded wrong); rows of older versions lack ``question``, ``stop``,
+# ``escalated`` and a step's ``t``, ``order`` and token counts, so those may be absent.
+STEP = Record({
+    "round": Integer(), "author": Choice(get_args(Author)), "text": Text(), "tokens": Integer(),
+    "kept": Flag(), "kind": Choice(get_args(StepKind)), "score": Nullable(Number()),
+    "p_value": Nullable(Number(0.0, 1.0)), "decision": Nullable(Choice(("accept", *REJECTED))),
+    "calibration": Flag(), "seconds": Number(), "score_tokens": Integer(),
+    "score_seconds": Number(), "rating_tokens": Integer(), "prefill_tokens": Integer(),
+    "t": Nullable(Number()), "order": Nullable(Integer()),
+}, required=("round", "author", "text", "tokens"), noun="step")
+SAMPLE_ROW = Record({
+    "question_id": Text(), "dataset": Text(), "sample_index": Integer(), "seed": Integer(None),
+    "strategy": Text(), "question": Text(), "gold": Text(), "status": Choice(("ok", "error")),
+    "answer": Nullable(Text()), "text": Text(), "rounds": Integer(),
+    "steps": ListOf(STEP, item="step"),
+    "tokens": Record({f.name: Integer() for f in fields(TokenCounts)}),
+    "seconds": Record({f.name: Number() for f in fields(Timings)}),
+    "started_at": Number(), "finished_at": Number(), "error": Nullable(Text()),
+    "stop": Nullable(Choice(get_args(StopReason))), "escalated": Flag(),
+}, required=("question_id", "dataset", "sample_index", "gold", "status", "answer", "steps",
+             "started_at", "finished_at"), noun="row")

@@ -13,14 +13,14 @@ own decision count (``order``) where two decisions share an instant.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from atts.config import RunConfig
-from atts.runner.recorded import StreamStep, row_steps
-from atts.textfile import read_text
+from atts.runner.recorded import REPLAY_ROW, StreamStep, row_steps
+from atts.runner.run_folder import RunFolder
+from atts.schema import read_jsonl
 
 # The settings a decision depends on; everything else of a manifest (engines, cores) is moot.
 DECISION_KEYS = (
@@ -51,20 +51,12 @@ def samples_file(path: str | Path) -> Path:
 
 
 def read_run(path: str | Path) -> RecordedRun:
-    """Read one recorded run; a row lacking a field raises ValueError naming file and line."""
+    """Read one recorded run; a malformed row raises ``RecordError`` naming the file, the
+    line and the field (``REPLAY_ROW``); a torn last line (a killed run) is left out."""
     source = samples_file(path)
-    lines = read_text(source).split("\n")
     steps: list[tuple[float, int, StreamStep]] = []
     starts: dict[tuple[str, int], float] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines):  # a torn last line (a killed run): the run folder cuts it
-                continue
-            raise ValueError(f"{source}:{number}: not a JSON row ({err.msg})") from err
+    for number, row in read_jsonl(source, REPLAY_ROW):
         key, started_at, found = row_steps(row, source, number)
         starts.setdefault(key, started_at)
         steps.extend((step.at, len(steps), step) for step in found)
@@ -105,11 +97,10 @@ def _admission_order(starts: dict[tuple[str, int], float]) -> tuple[tuple[str, i
 
 
 def _settings(source: Path) -> dict[str, Any]:
-    manifest = source.parent / "manifest.json"
-    if not manifest.is_file():
+    """The decision settings of the manifest beside ``source`` (checked as every reader of a
+    run folder checks it), or none without one."""
+    folder = RunFolder(source.parent)
+    if not folder.manifest_path.is_file():
         return {}
-    try:
-        config = json.loads(read_text(manifest)).get("config", {})
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise ValueError(f"{manifest}: not a manifest of a run ({err})") from err
+    config = folder.read_manifest()["config"]
     return {key: config[key] for key in DECISION_KEYS if key in config}

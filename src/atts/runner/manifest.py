@@ -1,6 +1,7 @@
-"""What a run folder records about a run and a bank records about its scores: the manifest,
-the calibration fingerprint, the question hashes that refuse a resume on an edited dataset,
-and the check that a loaded bank's values are ones its score can take.
+"""What a run folder records about a run and a bank records about its scores: the manifest
+(and ``MANIFEST_RECORD``, its shape as every reader checks it), the calibration fingerprint, the
+question hashes that refuse a resume on an edited dataset, and the check that a loaded bank's
+values are ones its score can take.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from importlib import metadata
 from typing import Any
 
@@ -22,9 +23,21 @@ from atts.data import Problem
 from atts.engines.base import Engine, EngineInfo
 from atts.pipeline import prompt
 from atts.runner.machine import machine_block
+from atts.schema import (
+    Flag,
+    Integer,
+    ListOf,
+    MapOf,
+    Nullable,
+    Number,
+    Record,
+    Spec,
+    Text,
+    Unchecked,
+)
 
-__all__ = ["calibration_fingerprint", "check_bank_values", "manifest", "prompt_sha256",
-           "question_hashes"]
+__all__ = ["MANIFEST_RECORD", "calibration_fingerprint", "check_bank_values", "manifest",
+           "prompt_sha256", "question_hashes"]
 
 
 def prompt_sha256() -> str:
@@ -92,3 +105,45 @@ def check_bank_values(scores: Sequence[float], score: str, path: str) -> None:
         raise ValueError(f"{path}: {len(low)} of {len(scores)} scores are below {least:g} (e.g. "
                          f"{min(low):g}), but {score} scores are >= {least:g}: the file was "
                          "edited or holds another score; run `atts calibrate` again")
+
+
+def _config_record() -> Record:
+    """A manifest's ``config``: each RunConfig key of the type RunConfig declares (what the
+    values mean together is RunConfig's check, when a run is resumed from them).  Keys this
+    version does not know are left alone here; a resume refuses them."""
+    def spec(annotation: str) -> Spec:
+        if annotation.endswith(" | None"):
+            return Nullable(spec(annotation.removesuffix(" | None")))
+        simple: dict[str, Spec] = {"int": Integer(None), "float": Number(), "str": Text(),
+                                   "bool": Flag()}
+        if annotation in simple:
+            return simple[annotation]
+        if annotation.startswith("tuple[str"):
+            return ListOf(Text())
+        raise TypeError(f"RunConfig type {annotation!r} has no manifest spec")
+
+    return Record({f.name: spec(str(f.type)) for f in fields(RunConfig)}, noun="config")
+
+
+_SESSION = Record({
+    "boot_id": Nullable(Text()), "cpu": Nullable(Text()), "started_at": Nullable(Number()),
+    "finished_at": Nullable(Number()), "wall_seconds": Nullable(Number(0.0)),
+    "written": Nullable(Integer()), "note": Text(),
+    "cpu_share": Nullable(Record({"busy": Number(), "idle": Number(), "steal": Number()},
+                                 required=("steal",), noun="cpu_share")),
+    "cpu_ticks_at_start": Nullable(MapOf(Integer(None))),
+}, noun="session")
+_LAST_SESSION = Record({
+    **{key: Integer() for key in ("total", "skipped", "written", "errors", "retries",
+                                  "draft_peak_in_flight", "target_peak_in_flight")},
+    **{key: Number(0.0) for key in ("wall_seconds", "cpu_seconds", "cores_used")},
+    "engine_calls": MapOf(MapOf(Unchecked())),
+}, noun="last_session")
+# The shape of manifest.json as every reader checks it (RunFolder.read_manifest).
+MANIFEST_RECORD = Record({
+    "config": _config_record(), "questions": MapOf(Text()), "problems": Integer(),
+    "sessions": ListOf(_SESSION), "last_session": Nullable(_LAST_SESSION), "seed": Integer(None),
+    "command": Text(), "created_at": Number(), "versions": MapOf(Text()),
+    "engines": MapOf(MapOf(Unchecked())), "machine": MapOf(Unchecked()),
+    "compute": Nullable(MapOf(Unchecked())),
+}, required=("config",), noun="manifest")

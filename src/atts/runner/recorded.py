@@ -11,7 +11,6 @@ decisions as it took them: the order a resumed adaptive run replays into its lev
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from atts.conformal import DecisionKey
-from atts.pipeline.trace import REJECTED, steps_of
+from atts.pipeline.trace import REJECTED, SAMPLE_ROW, STEP, steps_of
+from atts.schema import RecordError, check
 
-ROW_FIELDS = ("question_id", "sample_index", "started_at", "steps")
-STEP_FIELDS = ("round", "author", "kind", "score")
+# What a replay reads of a row (and a resumed adaptive run of its finished rows): the key, the
+# start and, per step, what orders and judges it; the other fields are checked when present.
+REPLAY_ROW = SAMPLE_ROW.requiring("question_id", "sample_index", "started_at", "steps",
+                                  steps=STEP.requiring("round", "author", "kind", "score"))
 
 
 @dataclass(frozen=True)
@@ -89,54 +91,27 @@ def judged_in_order(rows: list[dict[str, Any]], source: Path) -> list[StreamStep
 def row_steps(
     row: Any, source: Path, number: int
 ) -> tuple[tuple[str, int], float, list[StreamStep]]:
-    """One row's key, start and scored draft steps; a malformed row raises ValueError naming
-    the file, the line and the field."""
+    """One row's key, start and scored draft steps; a malformed row raises ``RecordError``
+    naming the file, the line and the field."""
     where = f"{source}:{number}"
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: a row must be a JSON object")
-    missing = [f for f in ROW_FIELDS if f not in row]
-    if missing:
-        raise ValueError(f"{where}: the row lacks {', '.join(missing)}")
-    question_id = str(row["question_id"])
-    sample_index = int(_number(row["sample_index"], f"{where}: sample_index", whole=True))
-    started_at = _number(row["started_at"], f"{where}: started_at")
-    steps = row["steps"] if row["steps"] is not None else []
-    if not isinstance(steps, list):
-        raise ValueError(f"{where}: steps must be a list of step objects, got "
-                         f"{type(steps).__name__}")
+    check(REPLAY_ROW, row, where)  # typed from here on
+    question_id, sample_index = row["question_id"], row["sample_index"]
+    started_at = float(row["started_at"])
     found: list[StreamStep] = []
     elapsed = 0.0
     first = True
-    for index, step in enumerate(steps):
-        at = f"{where}: step {index}"
-        if not isinstance(step, dict):
-            raise ValueError(f"{at} must be a JSON object, got {type(step).__name__}")
-        lacking = [f for f in STEP_FIELDS if f not in step]
+    for index, step in enumerate(row["steps"]):
         if "t" not in step and "seconds" not in step:
-            lacking.append("t (or seconds)")
-        if lacking:
-            raise ValueError(f"{at} lacks {', '.join(lacking)}")
-        elapsed += _number(step.get("seconds") or 0.0, f"{at}: seconds")
-        t = _number(step["t"], f"{at}: t") if step.get("t") is not None else elapsed
+            raise RecordError(f"{where}: step {index} lacks t (or seconds)")
+        elapsed += float(step.get("seconds") or 0.0)
+        t = float(step["t"]) if step.get("t") is not None else elapsed
         is_draft = step["author"] == "draft" and step["kind"] == "step"
         if is_draft and step["score"] is not None:
-            round_index = int(_number(step["round"], f"{at}: round", whole=True))
             found.append(StreamStep(
-                question_id, sample_index, round_index, _number(step["score"], f"{at}: score"),
-                started_at + t, first and round_index == 0, step.get("decision"),
-                step.get("p_value"), int(step.get("order") or 0),
+                question_id, sample_index, step["round"], float(step["score"]), started_at + t,
+                first and step["round"] == 0, step.get("decision"), step.get("p_value"),
+                int(step.get("order") or 0),
             ))
         if is_draft:
             first = False
     return (question_id, sample_index), started_at, found
-
-
-def _number(value: Any, what: str, *, whole: bool = False) -> float:
-    """``value`` as a finite float (an integer when ``whole``), or a ValueError naming it."""
-    kind = "an integer" if whole else "a finite number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be {kind}, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or (whole and not number.is_integer()):
-        raise ValueError(f"{what} must be {kind}, got {value!r}")
-    return number

@@ -10,6 +10,9 @@ place that writes results.
   that cannot change a sample's content (concurrency, retries) may differ.
 - Readers take the last row per (question, sample): a failed sample retried later supersedes
   its error row.
+- Every file is checked as it is read (``atts.schema``): the manifest against ``MANIFEST_RECORD``,
+  each row against ``SAMPLE_ROW`` or ``QUESTION_ROW``.  A malformed one is an error naming the
+  file, the line and the field, for every command that reads the folder; none is skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from atts.config import RunConfig, resolve_force_answer
 from atts.errors import AttsError
+from atts.pipeline.escalation import QUESTION_ROW
+from atts.pipeline.trace import SAMPLE_ROW
+from atts.runner.manifest import MANIFEST_RECORD
+from atts.schema import Record, check, read_jsonl, torn
 from atts.textfile import read_text
 
 if TYPE_CHECKING:
@@ -133,15 +140,15 @@ class RunFolder:
                 fcntl.flock(file, fcntl.LOCK_UN)
 
     def read_manifest(self) -> dict[str, Any]:
+        """The manifest, checked against ``MANIFEST_RECORD``."""
         try:
             data = json.loads(read_text(self.manifest_path))
         except FileNotFoundError as err:
             raise RunFolderError(f"{self.path} is not a run folder (no {MANIFEST})") from err
         except json.JSONDecodeError as err:
-            raise RunFolderError(f"{self.manifest_path} is not valid JSON: {err}") from err
-        if not isinstance(data, dict):
-            raise RunFolderError(f"{self.manifest_path} must hold a JSON object")
-        return data
+            raise RunFolderError(f"{self.manifest_path}: not valid JSON ({err.msg} at line "
+                                 f"{err.lineno} column {err.colno})") from err
+        return check(MANIFEST_RECORD, data, str(self.manifest_path))
 
     def update_manifest(self, **fields: Any) -> None:
         manifest = self.read_manifest()
@@ -163,14 +170,14 @@ class RunFolder:
     def question_rows(self) -> list[dict[str, Any]]:
         """The latest decision row of every question, in first-written order."""
         latest: dict[str, dict[str, Any]] = {}
-        for row in _read_rows(self.questions_path):
+        for row in _read_rows(self.questions_path, QUESTION_ROW):
             latest[str(row["question_id"])] = row
         return list(latest.values())
 
     def rows(self) -> list[dict[str, Any]]:
         """The latest row of every (question, sample), in first-written order."""
         latest: dict[tuple[str, int], dict[str, Any]] = {}
-        for row in _read_rows(self.samples_path):
+        for row in _read_rows(self.samples_path, SAMPLE_ROW):
             latest[(row["question_id"], row["sample_index"])] = row
         return list(latest.values())
 
@@ -208,32 +215,26 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _read_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The JSON rows of an append-only file; a torn last line (a kill mid-write) is skipped."""
+def _read_rows(path: Path, record: Record) -> Iterator[dict[str, Any]]:
+    """The rows of an append-only file, each checked against ``record``; a torn last line (a
+    kill mid-write) is skipped."""
     if not path.exists():
         return
-    lines = read_text(path).splitlines(keepends=True)
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines) and not line.endswith("\n"):
-                return  # a torn last line from a killed run: that sample was in flight
-            raise RunFolderError(
-                f"{path}:{number} is not valid JSON ({err}); fix or delete that line to resume"
-            ) from err
+    for _, row in read_jsonl(path, record):
+        yield row
 
 
 def _repair_tail(path: Path) -> None:
-    """Cut a torn last line so the next append starts on a line of its own."""
+    """Cut a torn last line so the next append starts on a line of its own.  Bytes after the
+    last newline that cannot be a torn row (a binary file, an edit) are left for the reader
+    to name."""
     if not path.exists():
         return
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
+    end = data.rfind(b"\n") + 1
+    if end < len(data) and torn(data[end:]):
         with path.open("r+b") as file:
-            file.truncate(data.rfind(b"\n") + 1)
+            file.truncate(end)
 
 
 # Settings added later, with the default that does what runs did before they existed: a
