@@ -1,7 +1,5 @@
 """`python -m atts` is the `atts` command."""
 
-import sys
+from atts.cli.main import run
 
-from atts.cli.main import main
-
-sys.exit(main())
+run()

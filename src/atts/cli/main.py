@@ -6,19 +6,30 @@ and exit code 2; an engine that cannot serve (``EngineError``: a server that doe
 a model that fails to load) and an operating-system error (``OSError``: a full disk, a
 read-only path) as one line and exit code 1; ``atts --debug COMMAND`` shows the traceback
 instead.
+
+Ctrl-C: the first raises ``KeyboardInterrupt``, so the run cancels its samples, closes its
+engines (joining their decode threads before freeing them) and exits 130 with finished rows on
+disk.  Any further Ctrl-C while it does exits 130 at once without freeing anything
+(``os._exit``): the interpreter's own finalisation would free models under threads still
+decoding, and each row is already written whole and fsynced, so nothing finished is lost.
+Once the engines are closed, further Ctrl-Cs are ignored while the process ends.  The handler
+is the first thing ``main`` does (this module imports nothing heavy at its top), so only a
+Ctrl-C during the interpreter's own start-up, before any atts code runs, ends in Python's
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
 import atts
-from atts.engines.base import EngineError
-from atts.errors import AttsError
 
 COMMAND_MODULES = (
     "atts.cli.run_cmd",
@@ -47,19 +58,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+class Interrupts:
+    """The SIGINT handler of a command (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+        sys.stderr.write("\natts: interrupted again: exiting now; finished samples are saved, "
+                         "run the same command to resume\n")
+        sys.stderr.flush()
+        os._exit(130)
+
+
+def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
+    """Run one command; its exit code.  ``exiting``: the process ends after this (the ``atts``
+    command), so Ctrl-C stays ignored afterwards instead of going back to Python's default,
+    which would kill the ending process by SIGINT (exit -2)."""
+    interrupts = Interrupts()
+    own = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupts) if own else None
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:  # anywhere: loading the commands, printing an error line
+        return _interrupted()
+    finally:
+        if own and (exiting or interrupts.count):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        elif own:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run() -> None:
+    """The ``atts`` command and ``python -m atts``."""
+    sys.exit(main(exiting=True))
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    """Parse, run the command, and turn what it raised into one line and an exit code."""
+    from atts.engines.base import EngineError
+    from atts.errors import AttsError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # while the command modules load
+        return _interrupted()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        # The run is already shutting down; a further Ctrl-C landing while this line prints or
-        # while the interpreter joins the engines' threads would kill the process by SIGINT
-        # (exit -2) instead of the promised 130.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print("\natts: interrupted; finished samples are saved, run the same command to resume",
-              file=sys.stderr)
-        return 130
+        return _interrupted()
     except (AttsError, ValueError, FileNotFoundError) as err:
         if args.debug:
             raise
@@ -80,5 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _interrupted() -> int:
+    # The engines are closed by now.  Ignored, not handled: the interpreter's finalisation
+    # resets a Python handler to the default, and a Ctrl-C then would kill the process by
+    # SIGINT (exit -2) instead of the promised 130.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print("\natts: interrupted; finished samples are saved, run the same command to resume",
+          file=sys.stderr)
+    return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

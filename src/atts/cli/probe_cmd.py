@@ -44,7 +44,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from atts.config import REMOTE_ENGINES, RunConfig
     from atts.perf.probe import probe
-    from atts.runner.build import build_engines, close_engines
+    from atts.runner.build import close_engines, open_engines
 
     if not 16 <= args.context <= 65_536 or not 1 <= args.repeats <= 20:
         raise ValueError(f"--context must lie in [16, 65536] and --repeats in [1, 20], got "
@@ -57,7 +57,7 @@ def handle(args: argparse.Namespace) -> int:
     overlap = config.engine in REMOTE_ENGINES  # servers on their own devices work in parallel
 
     async def measure() -> object:
-        draft, target = build_engines(config)
+        draft, target = await open_engines(config)
         try:
             return await probe(draft, target, batch=config.max_active_samples,
                                context=args.context, repeats=args.repeats)

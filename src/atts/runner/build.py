@@ -3,10 +3,19 @@ turns ``RunConfig`` engine settings into engines (runs, ``atts calibrate``, the 
 
 In-process engines (llama.cpp) share one pool of ``config.cores`` cores (engines/compute.py);
 remote engines get their endpoints, timeout and the HTTP layer's retry policy.
+
+``open_engines`` builds them on a worker thread from inside the event loop.  A model loading on
+the main thread calls back into Python for every log line (llama.cpp's log callback), and a
+Ctrl-C raised inside such a ctypes callback is swallowed ("Exception ignored"): the run then
+went on as if never interrupted.  On a worker thread the load never sees the signal, the main
+thread does; engines that finish loading after the run was cancelled are closed (their decode
+threads joined), not left to the interpreter to free under those threads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from atts.config import REMOTE_ENGINES, RunConfig
@@ -14,7 +23,7 @@ from atts.engines import create_engine
 from atts.engines.base import Engine
 from atts.engines.compute import ComputePool
 
-__all__ = ["build_engines", "close_engines", "contexts", "engine_options"]
+__all__ = ["build_engines", "close_engines", "contexts", "engine_options", "open_engines"]
 
 
 def engine_options(config: RunConfig, role: str,
@@ -70,6 +79,17 @@ def build_engines(config: RunConfig) -> tuple[Engine, Engine]:
         **engine_options(config, "target", compute),
     )
     return draft, target
+
+
+async def open_engines(config: RunConfig) -> tuple[Engine, Engine]:
+    """``build_engines`` on a worker thread (see the module docstring)."""
+    loading = asyncio.get_running_loop().run_in_executor(None, build_engines, config)
+    try:
+        return await asyncio.shield(loading)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # a load that fails has nothing to close
+            await close_engines(*await loading)
+        raise
 
 
 async def close_engines(draft: Engine, target: Engine) -> None:

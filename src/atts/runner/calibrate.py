@@ -23,7 +23,7 @@ from atts.pipeline.engine_pair import guarded_pair
 from atts.pipeline.sample import SampleEnv, SampleSpec, SampleState
 from atts.pipeline.strategies import draft_and_score
 from atts.runner.admission import Admission
-from atts.runner.build import build_engines, close_engines
+from atts.runner.build import close_engines, open_engines
 from atts.runner.manifest import calibration_fingerprint
 from atts.seeds import derive_seed
 
@@ -38,9 +38,12 @@ def calibrate(
     target, and save the bank with its fingerprint."""
     check_bank_path(out)
     problems = load_dataset(pool, limit=limit, offset=offset)
+    if not problems:  # before the engines load: nothing to draft
+        raise ValueError(f"{pool} gives no problems to calibrate on (an empty file, or "
+                         f"--pool-offset {offset} past its end); nothing was written to {out}")
 
     async def job() -> tuple[list[float], dict[str, str]]:
-        draft, target = build_engines(config)
+        draft, target = await open_engines(config)
         try:
             scores = await _calibration_scores(config, problems, draft, target, samples,
                                                show_progress)

@@ -17,7 +17,7 @@ from atts.config import RunConfig
 from atts.conformal import load_bank
 from atts.data import Problem, load_dataset
 from atts.engines.base import Engine
-from atts.runner.build import build_engines, close_engines
+from atts.runner.build import close_engines, open_engines
 from atts.runner.machine import session_end, session_start
 from atts.runner.manifest import calibration_fingerprint, check_bank_values, manifest
 from atts.runner.run_folder import RunFolder
@@ -56,7 +56,7 @@ async def _run_job(
     engines: tuple[Engine, Engine] | None, *, overwrite: bool, retry_failed: bool,
     force_bank: bool, show_progress: bool,
 ) -> RunOutcome:
-    draft, target = engines if engines is not None else build_engines(config)
+    draft, target = engines if engines is not None else await open_engines(config)
     try:
         bank: Sequence[float] = ()
         if config.calibration == "file":
