@@ -21,6 +21,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "latin1.jsonl").write_bytes(b'{"question": "caf\xe9?", "answer": "1"}\n')
     (tmp_path / "latin1.yaml").write_bytes(b"alpha: 0.3\n# caf\xe9\n")
     (tmp_path / "replaced.yaml").write_text("samples: abc\nalpha: 7\nengine: vllm\n")
+    (tmp_path / "badvalue.yaml").write_text("alpha: 0.3\nsamples: abc\n")
     (tmp_path / "folder").mkdir()
     good = '{"question": "1+1?", "answer": "\\\\boxed{2}", "uid": "a"}\n'
     for name, line in DATASET_LINES.items():  # a good record, then the bad one on line 2
@@ -28,7 +29,8 @@ def files(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "binary.jsonl").write_bytes(b"\x00\xff\xfe\x89PNG")  # no newline: not torn
     for name, text in RECIPES.items():
         (tmp_path / f"{name}.yaml").write_text(text)
-    names = ("empty.jsonl", "latin1.jsonl", "latin1.yaml", "replaced.yaml", "folder", "out",
+    names = ("empty.jsonl", "latin1.jsonl", "latin1.yaml", "replaced.yaml", "badvalue.yaml",
+             "folder", "out",
              "binary.jsonl", *(f"{n}.jsonl" for n in DATASET_LINES),
              *(f"{n}.yaml" for n in RECIPES))
     return {name.replace(".", "_"): str(tmp_path / name) for name in names}
@@ -83,6 +85,8 @@ CASES = [
     (["calibrate", "--engine", "fake", "--out", "{folder}"], 2, "is a directory; give the bank"),
     # A bad value that a later setting replaces is still refused (engine: vllm alone lacks its
     # URLs, which is no fault of that value, so it passes).
+    (["run", "--engine", "fake", "--recipe", "{badvalue_yaml}", "--out", "{out}"], 2,
+     "badvalue.yaml: invalid samples: cannot read 'abc' as int"),
     (["run", "--engine", "fake", "--recipe", "{replaced_yaml}", "--samples", "2", "--alpha",
       "0.3", "--out", "{out}"], 2,
      "invalid alpha: must lie in (0, 1), got 7.0; invalid samples: cannot read 'abc' as int"),

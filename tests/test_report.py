@@ -221,6 +221,26 @@ def test_grades_are_cached_in_the_run_folder_and_regrade_ignores_them(tmp_path) 
     assert sum(r["correct"] for r in load_run(run, use_cache=False).rows) == 3
 
 
+@pytest.mark.parametrize("cache", [
+    '{"atts": "VERSION", "grades": 5}', '{"atts": "VERSION", "grades": [[1, 2]]}',
+    '{"atts": "VERSION", "grades": [["18", "18", "gsm8k", "yes"]]}', "not json", b"\xff\xfe"])
+def test_a_malformed_grade_cache_is_graded_again_not_trusted(tmp_path, capsys, cache) -> None:
+    """grades.json is a cache: one that is not what atts writes costs a regrade, never a
+    traceback or a verdict read from a string (issue 32)."""
+    import atts
+
+    run = make_run(tmp_path / "run")
+    if isinstance(cache, bytes):
+        (run / GRADES).write_bytes(cache)
+    else:
+        (run / GRADES).write_text(cache.replace("VERSION", atts.__version__))
+    graded = load_run(run)
+    assert graded.cached_grades == 0
+    assert sum(r["correct"] for r in graded.rows) == 3
+    assert "grading every answer again" in capsys.readouterr().err
+    assert load_run(run).cached_grades == 7  # and the cache is written anew
+
+
 class FlakyGrader:
     """Grades by string equality; the answer "17" times out (graded wrong, as Grader does)."""
 

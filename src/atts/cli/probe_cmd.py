@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from atts.cli.run_cmd import add_config_flags, config_values
+from atts.cli.run_cmd import add_config_flags, config_from_args
 
 PROBE_KEYS = ("engine", "draft", "target", "n_ctx", "draft_url", "target_url",
               "draft_tokenizer", "target_tokenizer", "remote_timeout", "cores",
@@ -42,14 +42,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def handle(args: argparse.Namespace) -> int:
     import asyncio
 
-    from atts.config import REMOTE_ENGINES, RunConfig
+    from atts.config import REMOTE_ENGINES
     from atts.perf.probe import probe
     from atts.runner.build import close_engines, open_engines
 
     if not 16 <= args.context <= 65_536 or not 1 <= args.repeats <= 20:
         raise ValueError(f"--context must lie in [16, 65536] and --repeats in [1, 20], got "
                          f"{args.context} and {args.repeats}")
-    config = RunConfig.from_mapping(config_values(args))
+    config = config_from_args(args)
     if args.context + 64 > config.n_ctx:
         raise ValueError(f"--context {args.context} does not fit n_ctx {config.n_ctx} with "
                          "room to decode and score; lower --context or raise --n-ctx")

@@ -178,7 +178,17 @@ def resumed_config(folder: str, given: dict[str, Any]) -> RunConfig:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return RunConfig.from_mapping(config_values(args))
+    """The run's configuration; a problem whose every key came from the recipe names it."""
+    values = config_values(args)
+    try:
+        return RunConfig.from_mapping(values)
+    except ConfigError as err:
+        recipe = load_recipe(args.recipe) if args.recipe else {}
+        given = {**parse_overrides(args.overrides),
+                 **{f.name: 0 for f in fields(RunConfig) if hasattr(args, f.name)}}
+        if err.problems and all(k in recipe and k not in given for k, _ in err.problems):
+            raise ConfigError(f"recipe {args.recipe}: {err}", problems=err.problems) from None
+        raise
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,13 +149,29 @@ def _key(row: Mapping[str, Any]) -> GradeKey | None:
 
 
 def _read_cache(path: Path) -> dict[GradeKey, bool]:
+    """The cached verdicts, or none: a cache of another version (its rules may differ) or one
+    that is not exactly what ``_write_cache`` writes (an entry of three strings and a bool) is
+    graded again, never half trusted: ``"yes"`` must not be read as a verdict."""
     try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
         return {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _unreadable_cache(path)
     if not isinstance(data, dict) or data.get("atts") != atts.__version__:
-        return {}  # graded by another version: its rules may differ, grade again
-    return {(str(a), str(g), str(d)): bool(c) for a, g, d, c in data.get("grades", [])}
+        return {}
+    entries = data.get("grades")
+    if not isinstance(entries, list) or not all(
+            isinstance(e, list) and len(e) == 4 and all(isinstance(v, str) for v in e[:3])
+            and isinstance(e[3], bool) for e in entries):
+        return _unreadable_cache(path)
+    return {(a, g, d): c for a, g, d, c in entries}
+
+
+def _unreadable_cache(path: Path) -> dict[GradeKey, bool]:
+    print(f"atts: {path} is not a grade cache this atts wrote; grading every answer again",
+          file=sys.stderr)
+    return {}
 
 
 def _write_cache(path: Path, cache: Mapping[GradeKey, bool]) -> None:
