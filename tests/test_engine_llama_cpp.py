@@ -383,3 +383,60 @@ def test_a_generation_streams_its_tokens_as_they_are_decoded(
     assert [len(ids) for ids in heard] == list(range(1, len(gen.token_ids)))
     assert all(gen.token_ids[: len(ids)] == ids for ids in heard)
     assert run(engine.generate(prompt, params)).token_ids == gen.token_ids  # no side effect
+
+
+def test_a_batch_with_gaps_is_padded_and_stays_exact() -> None:
+    """Five samples each hold a sequence; samples 0, 2 and 4 decode together, so the batch
+    has idle sequences 1 and 3 between its rows.  Those gaps are filled with throwaway rows
+    (one pass instead of three), the three generations equal the same requests made one at a
+    time, and the idle samples' caches are untouched: their next score reuses every cached
+    token and equals a fresh evaluation."""
+    from atts.engines.llama_cpp import LlamaCppEngine
+
+    path = _tiny_path()
+    eng = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2)
+    alone = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2)
+    try:
+        prompts = [eng.render_chat([ChatMessage("user", f"Count from {i} to {i + 9}.")])
+                   for i in range(5)]
+        step = eng.tokenize(" One, two, three, four,")  # mid-count: no end of turn next
+        for i, prompt in enumerate(prompts):  # each sample takes a sequence of its own
+            run(eng.score(prompt, step, cache_key=f"q#{i}"))
+            run(alone.score(prompt, step, cache_key=f"q#{i}"))
+        assert [s.owner for s in eng._loop.pool.slots] == [f"q#{i}" for i in range(5)]
+        params = [SamplingParams(max_tokens=10, temperature=0.9, seed=i, cache_key=f"q#{i}")
+                  for i in range(5)]
+
+        async def together() -> list[Any]:
+            return await asyncio.gather(*(eng.generate(prompts[i] + step, params[i])
+                                          for i in (0, 2, 4)))
+
+        padded = run(together())
+        assert eng.peak_batch == 3 and eng._loop.padded_rows > 0
+        assert all(len(out.token_ids) == 10 for out in padded)
+        for out, i in zip(padded, (0, 2, 4), strict=True):
+            assert out.token_ids == run(alone.generate(prompts[i] + step, params[i])).token_ids
+        for i in (1, 3):  # the idle samples' histories survived the throwaway rows
+            again = run(eng.score(prompts[i] + step, step, cache_key=f"q#{i}"))
+            assert again.cached_tokens == len(prompts[i]) + len(step) - 1
+            reference = _reference_logprobs(path, prompts[i] + step, step)
+            np.testing.assert_allclose(again.logprobs, reference, atol=SCORE_ATOL, rtol=0)
+    finally:
+        run(eng.close())
+        run(alone.close())
+
+
+def test_decode_rows_fill_short_gaps_only() -> None:
+    from atts.engines._gaps import PAD_TOKEN, decode_rows
+
+    rows, where, pads = decode_rows([(7, 10, 0), (8, 20, 2), (9, 30, 6)], {1: 5, 3: 4}, 1024)
+    # seq 1 (5 cached) is filled; the gap 3-5 is longer than PAD_GAP and stays open.
+    assert rows == [(7, 10, 0, True), (PAD_TOKEN, 5, 1, False), (8, 20, 2, True),
+                    (9, 30, 6, True)]
+    assert where == [0, 2, 3] and pads == [(1, 5)]
+    rows, where, pads = decode_rows([(7, 10, 0), (8, 20, 3)], {1: 5, 2: 1024}, 1024)
+    assert pads == [] and where == [0, 1]  # sequence 2 is full: no row fits there
+    rows, _, pads = decode_rows([(7, 10, 1), (8, 20, 3)], {}, 1024)
+    assert pads == [(2, 0)] and rows[1] == (PAD_TOKEN, 0, 2, False)  # never opened: empty
+    with pytest.raises(ValueError, match="increasing seq_id"):
+        decode_rows([(7, 10, 2), (8, 20, 1)], {}, 1024)

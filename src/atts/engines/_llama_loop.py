@@ -20,7 +20,8 @@ requests made alone.  (One shared buffer, ``kv_unified = true``, moved a step's 
 0.18 nat with the siblings resident; not taken.)  The price: llama.cpp computes a batch as one
 graph per run of consecutive ``seq_id``s ("sequential" split), so the batch goes in seq_id
 order and gaps cost (0.5B draft, 8 sequences on 2 cores: 75 tok/s in order, 39 shuffled,
-hence the sort; 37 for 5 sequences with gaps).
+hence the sort; 37 for 5 sequences with gaps); short gaps are filled with throwaway rows
+(``_gaps.decode_rows``) whose KV entries are removed right after the call.
 
 Threads: with a ``ComputePool`` each decode call takes the cores that are free when it starts
 (at least one, at most ``max_threads``), so a draft and a target loop share the run's budget:
@@ -34,52 +35,24 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from atts.engines._context_pool import ContextPool, Slot
+from atts.engines._gaps import decode_rows
+from atts.engines._requests import Decoding, Request, settle
 from atts.engines._sampling import sample_token, token_logprobs
 from atts.engines.base import (
     EngineError,
     FinishReason,
     Generation,
-    SamplingParams,
     StepScore,
-    TokenSink,
 )
 from atts.engines.call_stats import CallKind, CallStats
 from atts.engines.compute import ComputePool
 
 STOP = object()  # put on the queue by close()
-
-
-@dataclass
-class Request:
-    """A generation (``params`` set) or a scoring (``step`` set) waiting for a sequence."""
-
-    ids: list[int]  # the prompt, or the prefix followed by the step
-    future: Future[Any]
-    params: SamplingParams | None = None
-    prefix_len: int = 0  # scoring: where the step starts
-    on_tokens: TokenSink | None = None  # generation: told the ids so far as they grow
-    owner: str | None = None  # the sample it continues (cache_key): its own sequence first
-
-
-@dataclass
-class Decoding:
-    """A generation in the decoding set."""
-
-    request: Request
-    slot: Slot
-    cached: int
-    started: float
-    rng: np.random.Generator
-    out: list[int] = field(default_factory=list)
-    text: bytes = b""
-    logprobs: list[float] = field(default_factory=list)  # params.logprobs: one per out token
 
 
 class DecodeLoop:
@@ -89,6 +62,7 @@ class DecodeLoop:
         self._lib, self._model, self._piece = lib, model, piece
         self._n_vocab = model.n_vocab()
         self._n_batch, self._score_chunk = n_batch, score_chunk
+        self._n_ctx = n_ctx  # per sequence
         self._max_threads, self._compute = max_threads, compute
         params = internals.LlamaContext.default_params()
         params.n_ctx = n_ctx * n_seq  # split evenly: each sequence holds n_ctx tokens
@@ -111,6 +85,7 @@ class DecodeLoop:
         self._waiting: list[Request] = []
         self._decoding: list[Decoding] = []
         self.peak_batch = 0  # the most sequences one decode call has carried
+        self.padded_rows = 0  # throwaway rows that filled gaps between decoding sequences
         self.calls = CallStats()  # written by the loop thread only, read whole by others
         self._lock = threading.Lock()  # orders submit() against the loop's end
         self._dead: Exception | None = None
@@ -120,7 +95,7 @@ class DecodeLoop:
     def submit(self, request: Request) -> None:
         with self._lock:
             if self._dead is not None:
-                _settle(request.future, error=self._dead)
+                settle(request.future, error=self._dead)
                 return
             self._queue.put(request)
 
@@ -141,7 +116,7 @@ class DecodeLoop:
                 except queue.Empty:
                     return
                 if item is not STOP:
-                    _settle(item.future, error=error)
+                    settle(item.future, error=error)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -197,7 +172,7 @@ class DecodeLoop:
         except Exception as err:  # the request fails alone; the loop goes on
             self._clear(slot)
             self.pool.give_back(slot)
-            _settle(request.future, error=err)
+            settle(request.future, error=err)
             return
         if not keep:
             self.pool.give_back(slot)
@@ -209,21 +184,23 @@ class DecodeLoop:
             for item in active:
                 self._clear(item.slot)
                 self.pool.give_back(item.slot)
-                _settle(item.request.future, error=err)
+                settle(item.request.future, error=err)
             self._decoding = []
 
     def _fail_all(self, error: Exception) -> None:
         for item in self._decoding:
-            _settle(item.request.future, error=error)
+            settle(item.request.future, error=error)
         for request in self._waiting:
-            _settle(request.future, error=error)
+            settle(request.future, error=error)
         self._decoding, self._waiting = [], []
 
     # -- llama.cpp calls -------------------------------------------------------------------------
 
-    def _decode(self, items: list[tuple[int, int, int, bool]], kind: CallKind) -> None:
+    def _decode(self, items: list[tuple[int, int, int, bool]], kind: CallKind,
+                rows: int | None = None) -> None:
         """One ``llama_decode`` of (token, position, seq_id, wants_logits) rows, on the cores
-        the budget has free; counted in ``calls``."""
+        the budget has free; counted in ``calls`` as ``rows`` rows (default: all; throwaway
+        rows are not counted, their cost is)."""
         batch = self._batch.batch
         batch.n_tokens = len(items)
         for i, (token, pos, seq, logits) in enumerate(items):
@@ -241,7 +218,8 @@ class DecodeLoop:
                 self._ctx.set_n_threads(threads, threads)
                 code = self._lib.llama_decode(self._ctx.ctx, batch)
                 done = time.perf_counter()  # before the cores go back: waits are not compute
-        self.calls = self.calls.plus(kind, len(items), done - started, started - asked, threads)
+        self.calls = self.calls.plus(kind, len(items) if rows is None else rows, done - started,
+                                     started - asked, threads)
         if code != 0:
             raise EngineError(f"llama_decode failed with code {code}")
 
@@ -306,7 +284,7 @@ class DecodeLoop:
             self._decode([(full[j], j, slot.seq, True) for j in range(lo, hi)], "prefill")
             slot.tokens.extend(full[lo:hi])
             logprobs.extend(token_logprobs(self._rows(hi - lo), full[lo + 1:hi + 1]).tolist())
-        _settle(request.future, StepScore(tuple(logprobs), cached_tokens=cached,
+        settle(request.future, StepScore(tuple(logprobs), cached_tokens=cached,
                                           seconds=time.perf_counter() - t0))
         return False
 
@@ -343,9 +321,14 @@ class DecodeLoop:
         if not live:
             return
         self.peak_batch = max(self.peak_batch, len(live))
-        self._decode([(d.out[-1], len(d.slot.tokens), d.slot.seq, True) for d in live],
-                     "decode")
-        rows = [self._row(i) for i in range(len(live))]
+        cached = {slot.seq: len(slot.tokens) for slot in self.pool.slots}
+        items, where, pads = decode_rows(
+            [(d.out[-1], len(d.slot.tokens), d.slot.seq) for d in live], cached, self._n_ctx)
+        self._decode(items, "decode", rows=len(live))
+        rows = [self._row(i) for i in where]
+        for seq, pos in pads:  # the throwaway rows leave nothing behind
+            self._ctx.kv_cache_seq_rm(seq, pos, -1)
+        self.padded_rows += len(pads)
         still = []
         for item, row in zip(live, rows, strict=True):
             item.slot.tokens.append(item.out[-1])
@@ -379,22 +362,10 @@ class DecodeLoop:
                 item.request.on_tokens(tuple(item.out))
             return True
         text = b"".join(self._piece(t) for t in item.out).decode("utf-8", errors="replace")
-        _settle(item.request.future, Generation(
+        settle(item.request.future, Generation(
             token_ids=tuple(item.out), text=text, finish_reason=finish,
             prompt_tokens=len(item.request.ids), cached_tokens=item.cached,
             seconds=time.perf_counter() - item.started,
             logprobs=tuple(item.logprobs) if params.logprobs else None,
         ))
         return False
-
-
-def _settle(future: Future[Any], result: Any = None, *, error: BaseException | None = None
-            ) -> None:
-    """Resolve a request's future unless its caller cancelled it meanwhile."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        pass

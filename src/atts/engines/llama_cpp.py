@@ -22,7 +22,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from atts.engines._llama_loop import DecodeLoop, Request
+from atts.engines._llama_loop import DecodeLoop
+from atts.engines._requests import Request
 from atts.engines.base import (
     ChatMessage,
     ContextOverflowError,
