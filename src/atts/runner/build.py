@@ -9,13 +9,15 @@ the main thread calls back into Python for every log line (llama.cpp's log callb
 Ctrl-C raised inside such a ctypes callback is swallowed ("Exception ignored"): the run then
 went on as if never interrupted.  On a worker thread the load never sees the signal, the main
 thread does; engines that finish loading after the run was cancelled are closed (their decode
-threads joined), not left to the interpreter to free under those threads.
+threads joined), not left to the interpreter to free under those threads.  ``load_engines``
+does the same outside an event loop (the server, before it serves).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from atts.config import REMOTE_ENGINES, RunConfig
@@ -23,7 +25,8 @@ from atts.engines import create_engine
 from atts.engines.base import Engine
 from atts.engines.compute import ComputePool
 
-__all__ = ["build_engines", "close_engines", "contexts", "engine_options", "open_engines"]
+__all__ = ["build_engines", "close_engines", "contexts", "engine_options", "load_engines",
+           "open_engines"]
 
 
 def engine_options(config: RunConfig, role: str,
@@ -90,6 +93,20 @@ async def open_engines(config: RunConfig) -> tuple[Engine, Engine]:
         with contextlib.suppress(Exception):  # a load that fails has nothing to close
             await close_engines(*await loading)
         raise
+
+
+def load_engines(config: RunConfig) -> tuple[Engine, Engine]:
+    """``build_engines`` on a worker thread, for a caller outside an event loop (the server,
+    before it serves): the same reason as ``open_engines``.  Interrupted, it lets the load end
+    and closes what it built before the interrupt goes on."""
+    with ThreadPoolExecutor(1, thread_name_prefix="atts-load") as pool:
+        loading = pool.submit(build_engines, config)
+        try:
+            return loading.result()
+        except KeyboardInterrupt:
+            with contextlib.suppress(Exception):
+                asyncio.run(close_engines(*loading.result()))
+            raise
 
 
 async def close_engines(draft: Engine, target: Engine) -> None:

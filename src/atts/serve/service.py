@@ -144,9 +144,9 @@ class AttsService:
         engines: tuple[Engine, Engine] | None = None,
     ) -> AttsService:
         """Engines (built from ``config`` unless given) and the bank file of ``settings``."""
-        from atts.runner.build import build_engines
+        from atts.runner.build import load_engines
 
-        draft, target = engines if engines is not None else build_engines(config)
+        draft, target = engines if engines is not None else load_engines(config)
         fingerprint = bank_fingerprint(config, draft.info, target.info)
         bank = ServeBank.open(settings.bank_path, fingerprint, force=settings.force_bank,
                               save_every=settings.bank_save_every, max_size=settings.bank_max)
