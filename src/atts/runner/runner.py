@@ -169,6 +169,7 @@ async def execute(
         one, max_active=config.max_active_samples,
         by_question=strategy.barrier or config.admission == "question",
         question=lambda spec: spec.question_id)
+
     def pending() -> Iterator[SampleSpec]:
         return sample_specs(config, problems, skip=done.__contains__)
 
@@ -177,7 +178,7 @@ async def execute(
         # more than its own size from one question.
         calibrator.start_warmup([
             (p.id, s) for p in problems
-            for s in itertools.islice((s for s in range(config.samples) if (p.id, s) not in done),
+            for s in itertools.islice((i for i in range(config.samples) if (p.id, i) not in done),
                                       config.warmup_size)])
     if coordinator is not None:
         for spec in pending():
