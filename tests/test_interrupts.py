@@ -44,6 +44,14 @@ CANCELLED_CLOSE = textwrap.dedent(
 )
 
 
+def _tiny_run(tiny_model: Path, out: Path, *, limit: int, samples: int) -> list[str]:
+    """`atts run` of ``limit`` questions x ``samples`` on the tiny model, short steps."""
+    return [sys.executable, "-m", "atts", "run", "--draft", str(tiny_model), "--target",
+            str(tiny_model), "--limit", str(limit), "--samples", str(samples), "--rounds", "2",
+            "--draft-tokens", "24", "--target-tokens", "24", "--n-ctx", "1024",
+            "--no-progress", "--no-report", "--out", str(out)]
+
+
 @pytest.mark.usefixtures("tiny_model")
 def test_a_cancelled_close_never_frees_the_model_under_a_running_decode(tiny_model, tmp_path):
     script = tmp_path / "close.py"
@@ -61,10 +69,7 @@ def test_rapid_interrupts_of_a_real_run_never_crash_and_keep_every_row(tiny_mode
     written, then resumed: the interrupted process exits cleanly (130 or 1, never a signal),
     and the resumed run completes with every sample once."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "atts", "run", "--draft", str(tiny_model), "--target",
-               str(tiny_model), "--limit", "3", "--samples", "2", "--rounds", "2",
-               "--draft-tokens", "24", "--target-tokens", "24", "--n-ctx", "1024",
-               "--no-progress", "--no-report", "--out", str(out)]
+    command = _tiny_run(tiny_model, out, limit=3, samples=2)
     env = {**os.environ, "PYTHONPATH": SRC}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     samples = out / "samples.jsonl"
@@ -100,10 +105,7 @@ def test_ten_sigints_at_random_moments_twenty_times_never_crash_and_keep_every_r
 
     rng = random.Random(32)
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "atts", "run", "--draft", str(tiny_model), "--target",
-               str(tiny_model), "--limit", "20", "--samples", "4", "--rounds", "2",
-               "--draft-tokens", "24", "--target-tokens", "24", "--n-ctx", "1024",
-               "--no-progress", "--no-report", "--out", str(out)]
+    command = _tiny_run(tiny_model, out, limit=20, samples=4)
     env = {**os.environ, "PYTHONPATH": SRC}
     samples = out / "samples.jsonl"
     codes = []

@@ -138,12 +138,31 @@ def add_config_flags(parser: argparse.ArgumentParser,
 
 def config_values(args: argparse.Namespace) -> dict[str, Any]:
     """RunConfig keys given on the command line, by precedence: recipe < --set < flags."""
+    recipe, given = _layers(args)
+    return {**recipe, **given}
+
+
+def _layers(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recipe's keys, and those given on the command line (--set under flags), each layer
+    checked where a later one replaces it."""
     recipe = load_recipe(args.recipe) if args.recipe else {}
     sets = parse_overrides(args.overrides)
     flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
     check_replaced(recipe, {**sets, **flags}, f"recipe {args.recipe}")
     check_replaced(sets, flags, "--set")
-    return {**recipe, **sets, **flags}
+    return recipe, {**sets, **flags}
+
+
+def _layered(lower: dict[str, Any], upper: dict[str, Any], source: str,
+             why: str = "") -> RunConfig:
+    """The configuration of ``upper`` over ``lower``; a problem whose every key came from
+    ``lower`` and none from ``upper`` names ``source``, where the user fixes it."""
+    try:
+        return RunConfig.from_mapping({**lower, **upper})
+    except ConfigError as err:
+        if err.problems and all(k in lower and k not in upper for k, _ in err.problems):
+            raise ConfigError(f"{source}: {err}{why}", problems=err.problems) from None
+        raise
 
 
 def resume_settings(folder: str) -> dict[str, Any]:
@@ -166,29 +185,14 @@ def resumed_config(folder: str, given: dict[str, Any]) -> RunConfig:
     that no flag replaced names the manifest."""
     from atts.runner.run_folder import RunFolder
 
-    recorded = resume_settings(folder)
-    try:
-        return RunConfig.from_mapping({**recorded, **given})
-    except ConfigError as err:
-        if err.problems and not any(key in given for key, _ in err.problems):
-            raise ConfigError(f"{RunFolder(folder).manifest_path}: {err} (recorded by the run; "
-                              "a flag given to --resume replaces a recorded value)",
-                              problems=err.problems) from None
-        raise
+    return _layered(resume_settings(folder), given, str(RunFolder(folder).manifest_path),
+                    " (recorded by the run; a flag given to --resume replaces a recorded value)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's configuration; a problem whose every key came from the recipe names it."""
-    values = config_values(args)
-    try:
-        return RunConfig.from_mapping(values)
-    except ConfigError as err:
-        recipe = load_recipe(args.recipe) if args.recipe else {}
-        given = {**parse_overrides(args.overrides),
-                 **{f.name: 0 for f in fields(RunConfig) if hasattr(args, f.name)}}
-        if err.problems and all(k in recipe and k not in given for k, _ in err.problems):
-            raise ConfigError(f"recipe {args.recipe}: {err}", problems=err.problems) from None
-        raise
+    recipe, given = _layers(args)
+    return _layered(recipe, given, f"recipe {args.recipe}")
 
 
 def handle(args: argparse.Namespace) -> int:
