@@ -64,7 +64,8 @@ def sample_row(qid: str, index: int, answer: str | None, strategy: str,
 
 
 def make_run(path: Path, *, strategy: str = "atts", session_wall: float = 12.0,
-             skipped: int = 0, boot: str | None = "boot-a", steal: float | None = None) -> Path:
+             skipped: int = 0, boot: str | None = "boot-a", steal: float | None = None,
+             calls: dict[str, Any] | None = None) -> Path:
     """2 questions x 4 samples.  Question 0 runs 1000-1005 s, question 1 1001-1010 s: latencies
     5 s and 9 s, rows span 10 s; the session reports ``session_wall`` seconds and ran on
     ``boot`` (None: a run from before boots were recorded)."""
@@ -80,6 +81,8 @@ def make_run(path: Path, *, strategy: str = "atts", session_wall: float = 12.0,
     manifest = {"config": config, "last_session": {
         "total": 8, "skipped": skipped, "written": 8 - skipped, "errors": 1,
         "wall_seconds": session_wall}}
+    if calls is not None:
+        manifest["last_session"]["engine_calls"] = calls
     if boot is not None:
         manifest["sessions"] = [{"boot_id": boot, "wall_seconds": session_wall,
                                  "written": 8 - skipped}]
@@ -198,6 +201,53 @@ def test_print_summary_prints_the_aligned_block(tmp_path, capsys) -> None:
     assert lines[6].split() == ["seconds", "10.5", "3.5", "1.8"]
     assert lines[7] == ("wall        12.0 s (one session) · question latency p50 7.0 s"
                         "  p90 8.6 s")
+
+
+# The engines' calls of a one-session run (as CallStats.to_dict writes them): the target read
+# 40 prompt rows, 2 again after an eviction and 221 beyond; the draft wrote 210 tokens.
+CALLS = {
+    "draft": {"decode_calls": 50, "decode_rows": 200, "decode_seconds": 8.0,
+              "prefill_calls": 10, "prefill_rows": 100, "prefill_seconds": 1.0,
+              "first_rows": 40, "evicted_rows": 0, "busy_share": 0.75},
+    "target": {"decode_calls": 10, "decode_rows": 25, "decode_seconds": 2.0,
+               "prefill_calls": 20, "prefill_rows": 263, "prefill_seconds": 5.26,
+               "first_rows": 40, "evicted_rows": 2, "busy_share": 0.6},
+}
+
+
+def test_the_engine_calls_of_a_one_session_run_are_accounted_row_by_row(tmp_path) -> None:
+    run = make_run(tmp_path / "run", calls=CALLS)
+    use = summarize_run(load_run(run))["engine_use"]
+    draft, target = use["engines"]["draft"], use["engines"]["target"]
+    assert draft["mean_decode_batch"] == 4.0 and draft["decode_ms_per_row"] == 40.0
+    assert target["mean_decode_batch"] == 2.5 and target["decode_ms_per_row"] == 80.0
+    assert (target["prefill_rows"], target["prompt_rows"], target["reread_rows"]) == (263, 40, 2)
+    assert target["prefill_ms_per_row"] == pytest.approx(20.0)
+    assert use["rows_per_drafted_token"] == pytest.approx((263 - 40) / 210)
+    lines = format_summary(summarize_run(load_run(run))).splitlines()[8:]
+    assert lines[0].split() == ["engine", "calls", "decode", "rows", "a", "call", "ms/row",
+                                "prefill", "rows", "prompts", "re-read", "ms/row", "busy"]
+    assert lines[1].split() == ["draft", "200", "4.0", "40", "100", "40", "0", "10", "0.75"]
+    assert lines[2].split() == ["target", "25", "2.5", "80", "263", "40", "2", "20", "0.60"]
+    assert lines[3].strip() == ("the target read 1.06 rows per drafted token beyond the "
+                                "prompts (scoring needs 1)")
+    markdown = write_report(run, plots=False).markdown.read_text()
+    assert "| target | 25 | 2.50 | 80.0 | 263 | 40 | 2 | 20.0 | 0.60 |" in markdown
+    assert "The target read 1.06 prefill rows per drafted token" in markdown
+
+
+def test_engine_calls_are_left_out_when_they_cover_part_of_the_run(tmp_path) -> None:
+    # Resumed: the calls are the last session's, the tokens every session's.
+    resumed = make_run(tmp_path / "resumed", skipped=2, calls=CALLS)
+    summary = summarize_run(load_run(resumed))
+    assert summary["engine_use"] is None
+    assert "engine calls" not in format_summary(summary)
+    # A manifest from before the prompt/re-read split: the rest is given, the ratio is not.
+    old = {role: {k: v for k, v in stats.items() if k not in ("first_rows", "evicted_rows")}
+           for role, stats in CALLS.items()}
+    use = summarize_run(load_run(make_run(tmp_path / "old", calls=old)))["engine_use"]
+    assert use["engines"]["target"]["prompt_rows"] is None
+    assert use["rows_per_drafted_token"] is None
 
 
 def test_wall_time_comes_from_the_rows_when_the_run_was_resumed() -> None:

@@ -32,6 +32,7 @@ def render_markdown(summary: Mapping[str, Any], plots: Mapping[str, str]) -> str
     out += ["## Cost", "", *_cost_table(runs), "",
             "Engine seconds are summed over samples: samples in flight at once overlap, so "
             "their sum can exceed the wall time.", ""]
+    out += _engine_table(summary.get("engine_use"))
     out += _bound(summary.get("bound"))
     out += _plot("tokens", plots) + _plot("accuracy", plots)
     out += ["## Latency", "", *_latency_table(runs), ""]
@@ -138,6 +139,34 @@ def _cost_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             seconds_text(s["wall_seconds"]),
         ]))
     return rows
+
+
+def _engine_table(use: Mapping[str, Any] | None) -> list[str]:
+    """The engines' calls in the run's one session (atts.report.engine_use), if recorded."""
+    if not use:
+        return []
+    rows = [_table_row(["engine", "decode rows", "sequences a call", "ms per decode row",
+                        "prefill rows", "of them prompts", "re-read", "ms per prefill row",
+                        "busy share of the wall"]), _table_row(["---"] * 9)]
+
+    def cell(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for role, e in use["engines"].items():
+        rows.append(_table_row([
+            role, f"{e['decode_rows']:,}", cell(e["mean_decode_batch"], ".2f"),
+            cell(e["decode_ms_per_row"], ".1f"), f"{e['prefill_rows']:,}",
+            cell(e["prompt_rows"], ","), cell(e["reread_rows"], ","),
+            cell(e["prefill_ms_per_row"], ".1f"), cell(e["busy_share"], ".2f")]))
+    out = ["Engine calls (the manifest's `last_session.engine_calls`): a decode call reads "
+           "every weight once, so few sequences a call cost more per row; re-read rows are "
+           "context read again after its cached sequence went to another sample.", "", *rows,
+           ""]
+    ratio = use.get("rows_per_drafted_token")
+    if ratio is not None:
+        out += [f"The target read {ratio:.2f} prefill rows per drafted token beyond the "
+                "prompts (scoring needs one, plus one per scored step).", ""]
+    return out
 
 
 def _latency_table(runs: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from atts.grading import Grader
+from atts.report.engine_use import engine_use
 from atts.report.graded_run import GradedRun, load_run
 from atts.report.metrics import clopper_pearson, summarize
 from atts.runner.machine import host_steal
@@ -56,6 +57,7 @@ def summarize_run(run: GradedRun) -> dict[str, Any]:
     if out.get("control_accuracy") and out["control_accuracy"]["mean"] is None:
         del out["control_accuracy"]  # no scored draft step: nothing was controlled
     out["engine_seconds"] = engine_seconds(run.rows)
+    out["engine_use"] = engine_use(run.manifest, out["tokens"], run.wall_source)
     out["error_messages"] = dict(Counter(_short(r.get("error")) for r in run.rows
                                          if r.get("status") == "error").most_common(5))
     out["grading"] = {"cached": run.cached_grades, "failures": run.grading_failures}
@@ -116,11 +118,35 @@ def format_summary(summary: dict[str, Any]) -> str:
                               f"({WALL_SOURCES.get(summary['wall_source'], '?')})"
                               f" · question latency p50 {seconds_text(timing['latency_p50'])} s"
                               f"  p90 {seconds_text(timing['latency_p90'])} s"))
+    lines += engine_use_lines(summary.get("engine_use"))
     steal = summary.get("host_steal")
     if steal is not None and steal >= STEAL_WORTH_SAYING:
         lines.append(_row("", f"the host took {steal:.0%} of the machine's CPU time meanwhile "
                               "(steal): these times are slower than the hardware"))
     return "\n".join(lines)
+
+
+def engine_use_lines(use: dict[str, Any] | None) -> list[str]:
+    """The engines' calls (atts.report.engine_use), one line per engine, when recorded."""
+    if not use:
+        return []
+    head = (f"{'decode rows':>13}{'a call':>8}{'ms/row':>8}{'prefill rows':>14}{'prompts':>9}"
+            f"{'re-read':>9}{'ms/row':>8}{'busy':>6}")
+    lines = [_row("engine calls", head)]
+    for role, e in use["engines"].items():
+        lines.append(_row(f"  {role}", "".join([
+            f"{e['decode_rows']:>13,}", _cell(e["mean_decode_batch"], 8, ".1f"),
+            _cell(e["decode_ms_per_row"], 8, ".0f"), f"{e['prefill_rows']:>14,}",
+            _cell(e["prompt_rows"], 9, ","), _cell(e["reread_rows"], 9, ","),
+            _cell(e["prefill_ms_per_row"], 8, ".0f"), _cell(e["busy_share"], 6, ".2f")])))
+    if use.get("rows_per_drafted_token") is not None:
+        lines.append(_row("", f"the target read {use['rows_per_drafted_token']:.2f} rows per "
+                              "drafted token beyond the prompts (scoring needs 1)"))
+    return lines
+
+
+def _cell(value: float | None, width: int, spec: str) -> str:
+    return f"{'-' if value is None else format(value, spec):>{width}}"
 
 
 def print_summary(run_dir: str | Path, *, file: IO[str] | None = None,
