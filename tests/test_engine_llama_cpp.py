@@ -390,11 +390,12 @@ def test_a_batch_with_gaps_is_padded_and_stays_exact() -> None:
     has idle sequences 1 and 3 between its rows.  Those gaps are filled with throwaway rows
     (one pass instead of three), the three generations equal the same requests made one at a
     time, and the idle samples' caches are untouched: their next score reuses every cached
-    token and equals a fresh evaluation."""
+    token and equals a fresh evaluation.  Moving generations beside each other is off here
+    (it would close the gaps instead: the next test)."""
     from atts.engines.llama_cpp import LlamaCppEngine
 
     path = _tiny_path()
-    eng = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2)
+    eng = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2, compact=False)
     alone = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2)
     try:
         prompts = [eng.render_chat([ChatMessage("user", f"Count from {i} to {i + 9}.")])
@@ -412,7 +413,8 @@ def test_a_batch_with_gaps_is_padded_and_stays_exact() -> None:
                                           for i in (0, 2, 4)))
 
         padded = run(together())
-        assert eng.peak_batch == 3 and eng._loop.padded_rows > 0
+        assert eng.peak_batch == 3 and eng.call_stats.padded_rows > 0
+        assert eng.call_stats.moves == 0
         assert all(len(out.token_ids) == 10 for out in padded)
         for out, i in zip(padded, (0, 2, 4), strict=True):
             assert out.token_ids == run(alone.generate(prompts[i] + step, params[i])).token_ids
@@ -424,6 +426,79 @@ def test_a_batch_with_gaps_is_padded_and_stays_exact() -> None:
     finally:
         run(eng.close())
         run(alone.close())
+
+
+def test_generations_move_beside_the_decoding_ones_and_stay_exact() -> None:
+    """The same five samples, with samples 0, 2 and 4 decoding together, but moved: 2 and 4
+    trade sequences (caches and all) with idle samples so that the three decode on adjacent
+    sequences, with no throwaway row.  The generations equal the requests made one at a time,
+    and every idle sample's history survived its move: its next score reuses every cached
+    token, in its own (new) sequence, and equals a fresh evaluation."""
+    from atts.engines.llama_cpp import LlamaCppEngine
+
+    path = _tiny_path()
+    eng = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2)
+    alone = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2, compact=False)
+    try:
+        prompts = [eng.render_chat([ChatMessage("user", f"Count from {i} to {i + 9}.")])
+                   for i in range(5)]
+        step = eng.tokenize(" One, two, three, four,")
+        for i, prompt in enumerate(prompts):
+            run(eng.score(prompt, step, cache_key=f"q#{i}"))
+        params = [SamplingParams(max_tokens=10, temperature=0.9, seed=i, cache_key=f"q#{i}")
+                  for i in range(5)]
+
+        async def together() -> list[Any]:
+            return await asyncio.gather(*(eng.generate(prompts[i] + step, params[i])
+                                          for i in (0, 2, 4)))
+
+        moved = run(together())
+        stats = eng.call_stats
+        assert stats.moves == 2 and stats.padded_rows == 0 and eng.peak_batch == 3
+        seq = {s.owner: s.seq for s in eng._loop.pool.slots}
+        assert sorted(seq[f"q#{i}"] for i in (0, 2, 4)) == [0, 1, 2]
+        for out, i in zip(moved, (0, 2, 4), strict=True):
+            assert out.token_ids == run(alone.generate(prompts[i] + step, params[i])).token_ids
+        for i in (1, 3):  # moved while idle: the history went with the sample
+            again = run(eng.score(prompts[i] + step, step, cache_key=f"q#{i}"))
+            assert again.cached_tokens == len(prompts[i]) + len(step) - 1
+            reference = _reference_logprobs(path, prompts[i] + step, step)
+            np.testing.assert_allclose(again.logprobs, reference, atol=SCORE_ATOL, rtol=0)
+        # The movers' histories, their generations included, went with them: scored next,
+        # they equal the same batch decoded in place (padded, nothing moved), bit for bit.
+        run(padded_twin(alone, prompts, step, params))
+        for i, out in zip((0, 2, 4), moved, strict=True):
+            ids = prompts[i] + step + list(out.token_ids)
+            again = run(eng.score(ids, step, cache_key=f"q#{i}"))
+            assert again.cached_tokens == len(ids) - 1
+            assert again.logprobs == run(alone.score(ids, step, cache_key=f"q#{i}")).logprobs
+    finally:
+        run(eng.close())
+        run(alone.close())
+
+
+async def padded_twin(eng: Any, prompts: list[list[int]], step: list[int],
+                      params: list[SamplingParams]) -> None:
+    """``eng`` (compact off) brought to the state of the moving test's engine: five scored
+    samples, then 0, 2 and 4 decoded together in place."""
+    for i, prompt in enumerate(prompts):
+        await eng.score(prompt, step, cache_key=f"q#{i}")
+    await asyncio.gather(*(eng.generate(prompts[i] + step, params[i]) for i in (0, 2, 4)))
+
+
+def test_a_generation_moves_only_where_it_saves_a_pass_or_a_row() -> None:
+    from atts.engines._gaps import PAD_ROW, batch_cost, better_place
+
+    assert batch_cost([0, 1, 2]) == 1 and batch_cost([0, 5]) == 2
+    assert batch_cost([0, 2, 4]) == pytest.approx(1 + 2 * PAD_ROW)
+    assert better_place(3, [], [0, 1]) is None  # nothing decodes: anywhere is as good
+    assert better_place(1, [0], [2, 3]) is None  # already beside
+    assert better_place(2, [0], [1, 3, 4]) == 1  # a throwaway row saved
+    assert better_place(7, [0, 1, 2], [3, 6]) == 3  # a pass saved; 6 would save nothing
+    assert better_place(7, [0, 1, 2], [6]) is None  # no idle sequence is better
+    assert better_place(7, [0, 1, 2], [5, 6]) == 5  # two throwaway rows for a pass
+    assert better_place(5, [0, 4], [1, 3, 6]) == 3  # into the hole: one pass, not two
+    assert better_place(9, [3, 4], [2, 5]) == 5  # ties: the nearest
 
 
 def test_decode_rows_fill_short_gaps_only() -> None:

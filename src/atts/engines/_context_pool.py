@@ -105,6 +105,11 @@ class ContextPool:
                 self._owners.add(owner)
             return best, shared, history
 
+    def trade(self, a: Slot, b: Slot) -> None:
+        """Swap the sequences of two slots (the engine moved their caches)."""
+        with self._lock:
+            a.seq, b.seq = b.seq, a.seq
+
     def give_back(self, slot: Slot) -> None:
         with self._lock:
             slot.busy = False

@@ -37,6 +37,10 @@ class CallStats:
     # call in its own sequence (the other model's step, a cue, one row for the logits).
     first_rows: int = 0
     evicted_rows: int = 0
+    # Throwaway rows that filled gaps between decoding sequences (computed, not counted in
+    # decode_rows), and generations moved beside the decoding sequences (``_gaps``).
+    padded_rows: int = 0
+    moves: int = 0
 
     def plus(self, kind: CallKind, rows: int, seconds: float, wait: float,
              threads: int) -> CallStats:
@@ -53,6 +57,10 @@ class CallStats:
         """These totals with a request's first-read and evicted context rows added."""
         return replace(self, first_rows=self.first_rows + first,
                        evicted_rows=self.evicted_rows + evicted)
+
+    def layout(self, padded: int = 0, moves: int = 0) -> CallStats:
+        """These totals with throwaway rows and moves added."""
+        return replace(self, padded_rows=self.padded_rows + padded, moves=self.moves + moves)
 
     def since(self, earlier: CallStats) -> CallStats:
         """The calls made after ``earlier`` was taken (one session of a longer-lived engine)."""

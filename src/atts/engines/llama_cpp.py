@@ -62,7 +62,9 @@ class LlamaCppEngine:
       without it, every call on ``n_threads`` threads (default: half the cores);
     - ``n_batch``: tokens per llama_decode call when prefilling; ``score_chunk``: step tokens
       per scoring call (bounds the logits buffer to score_chunk x vocabulary floats);
-    - ``flash_attn``: off by default (see ``_llama_loop.py``); ``n_gpu_layers`` for GPU builds.
+    - ``flash_attn``: off by default (see ``_llama_loop.py``); ``n_gpu_layers`` for GPU builds;
+    - ``compact``: move a starting generation beside the decoding ones (``_gaps``; off only to
+      measure what it saves).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class LlamaCppEngine:
         n_gpu_layers: int = 0,
         flash_attn: bool = False,
         compute: ComputePool | None = None,
+        compact: bool = True,
         verbose: bool = False,
     ) -> None:
         for label, value in (("n_ctx", n_ctx), ("n_contexts", n_contexts), ("n_batch", n_batch),
@@ -121,6 +124,7 @@ class LlamaCppEngine:
             llama_cpp, _internals, self._model, n_seq=n_contexts, n_ctx=n_ctx,
             n_batch=n_batch, score_chunk=self._score_chunk, max_threads=self._n_threads,
             compute=compute, flash_attn=flash_attn, piece=self._piece, verbose=verbose,
+            compact=compact,
         )
         self._sha256: str | None = None
         self._closed = False
