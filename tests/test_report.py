@@ -248,6 +248,11 @@ def test_engine_calls_are_left_out_when_they_cover_part_of_the_run(tmp_path) -> 
     use = summarize_run(load_run(make_run(tmp_path / "old", calls=old)))["engine_use"]
     assert use["engines"]["target"]["prompt_rows"] is None
     assert use["rows_per_drafted_token"] is None
+    # Target-only's draft, loaded and never called, gets no line.
+    idle = {"draft": {"decode_calls": 0, "decode_rows": 0, "prefill_rows": 0},
+            "target": CALLS["target"]}
+    use = summarize_run(load_run(make_run(tmp_path / "idle", calls=idle)))["engine_use"]
+    assert list(use["engines"]) == ["target"]
 
 
 def test_wall_time_comes_from_the_rows_when_the_run_was_resumed() -> None:

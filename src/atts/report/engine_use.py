@@ -18,7 +18,7 @@ scored step; more means contexts read again.
 The calls cover the manifest's last session only, so the figures are given only for a run
 written in one session (``wall_source`` ``"last_session"``), where they and the run's token
 counts describe the same samples.  Engines that keep no call counts (servers, transformers)
-leave nothing here.
+leave nothing here, nor does one that made no call (target-only's draft).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def engine_use(manifest: Mapping[str, Any], tokens: Mapping[str, int],
     calls = (manifest.get("last_session") or {}).get("engine_calls") or {}
     if wall_source != "last_session" or not calls:
         return None
-    engines = {role: _one(calls[role]) for role in ROLES if isinstance(calls.get(role), Mapping)}
+    engines = {role: _one(calls[role]) for role in ROLES if isinstance(calls.get(role), Mapping)
+               and (calls[role].get("decode_rows") or calls[role].get("prefill_rows"))}
     if not engines:
         return None
     target, drafted = engines.get("target"), int(tokens.get("draft_decode") or 0)
