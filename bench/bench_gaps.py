@@ -6,6 +6,8 @@ subset decodes ``--tokens`` tokens together: every other sample (0, 2, 4, 6: thr
 one), three scattered ones (0, 3, 6: the ATTS target's typical 3 of 8), and all eight
 (no gaps, the reference).  Each layout runs with padding (``PAD_GAP``) and without (gap
 limit 0), alternating, ``--repeats`` times; ms per decoded row = wall / (tokens x samples).
+Generations are not moved beside each other here (``compact=False``): the layouts are what is
+measured; the moves' effect is measured on the runs (BENCHMARKS section 0.6).
 
 Run on a quiet machine (models installed with ``atts models pull all``):
     .venv/bin/python bench/bench_gaps.py --models target draft --markdown bench/results/gaps.md
@@ -54,7 +56,7 @@ def _time(engine: LlamaCppEngine, prompts: list[list[int]], samples: tuple[int, 
 
 def measure(model: str, context: int, tokens: int, repeats: int, threads: int) -> list[str]:
     engine = LlamaCppEngine(str(resolve_model(MODELS[model])), n_ctx=context + 8 * tokens * 4,
-                            n_contexts=8, n_threads=threads)
+                            n_contexts=8, n_threads=threads, compact=False)
     try:
         filler = engine.tokenize(TEXT * (1 + context // 30))
         prompts = [engine.render_chat([ChatMessage("user", f"Sample {i}.")]) + filler[:context]
