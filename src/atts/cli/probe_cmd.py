@@ -6,8 +6,9 @@ the cascade) can beat target-only on this hardware and pair, before a long run.
     atts probe --json                            the numbers, for scripts
 
 The costs are medians of a few short rounds at the run's samples in flight
-(``--max-active-samples``) and a context of ``--context`` tokens (under a minute on the
-embedded pair); the bounds count the engines' work only (atts/perf/probe.py).
+(``--max-active-samples``) and a context of ``--context`` tokens (on the embedded pair and 2
+cores: under a minute at 8 and 64 tokens, 3 minutes at 16 and 512, more than 5 at 32 and
+512); the bounds count the engines' work only (atts/perf/probe.py).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ graph per run of consecutive ``seq_id``s ("sequential" split), so the batch goes
 order and gaps cost (0.5B draft, 8 sequences on 2 cores: 75 tok/s in order, 39 shuffled,
 hence the sort; 37 for 5 sequences with gaps).  So a generation that starts away from those
 decoding is first moved beside them (``_gaps.better_place``: its cache and an idle sample's
-trade sequences, whole KV buffers copied through one spare sequence, ``_swap``), and the
+trade sequences, whole KV buffers copied through one spare sequence, ``_moves``), and the
 short gaps left are filled with throwaway rows (``_gaps.decode_rows``) whose KV entries are
 removed right after the call.
 
@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from atts.engines._context_pool import ContextPool, Slot
-from atts.engines._gaps import better_place, decode_rows
+from atts.engines._gaps import decode_rows
+from atts.engines._moves import Mover
 from atts.engines._requests import Decoding, Request, settle
 from atts.engines._sampling import sample_token, token_logprobs
 from atts.engines.base import (
@@ -68,11 +69,8 @@ class DecodeLoop:
         self._n_batch, self._score_chunk = n_batch, score_chunk
         self._n_ctx = n_ctx  # per sequence
         self._max_threads, self._compute = max_threads, compute
-        # One sequence more than the pool's: the spare a swap copies through (``_swap``).
-        # (Without room for it, under llama.cpp's cap on sequences, nothing moves.)
-        self._compact = compact and 1 < n_seq < lib.llama_max_parallel_sequences()
-        self._spare = n_seq
-        streams = n_seq + self._compact
+        self._mover = Mover(lib, n_seq, compact)  # one more sequence: the moves' spare
+        streams = self._mover.streams
         params = internals.LlamaContext.default_params()
         params.n_ctx = n_ctx * streams  # split evenly: each sequence holds n_ctx tokens
         params.n_seq_max = streams
@@ -300,7 +298,8 @@ class DecodeLoop:
         """Prefill a generation's prompt and sample its first token; True if it decodes on."""
         assert request.params is not None
         t0 = time.perf_counter()
-        self._place(slot)
+        if self._mover.place(self._ctx, self.pool, slot, [d.slot.seq for d in self._decoding]):
+            self.calls = self.calls.layout(moves=1)
         prompt = request.ids
         cached = min(shared, len(prompt) - 1)
         self._count_context(history, len(prompt) - cached)
@@ -314,35 +313,6 @@ class DecodeLoop:
             self._decoding.append(item)
             return True
         return False
-
-    def _place(self, slot: Slot) -> None:
-        """Move a starting generation beside the decoding ones when that saves a pass or a
-        throwaway row at each of its tokens (``_gaps.better_place``): ``slot`` trades sequences
-        with an idle slot, each keeping its own cache."""
-        if not self._compact:
-            return
-        idle = {s.seq: s for s in self.pool.slots if not s.busy and s is not slot}
-        seq = better_place(slot.seq, {d.slot.seq for d in self._decoding}, idle)
-        if seq is not None:
-            self._swap(slot, idle[seq])
-
-    def _swap(self, a: Slot, b: Slot) -> None:
-        """Trade the sequences of two slots, caches included.  llama.cpp copies a whole KV
-        buffer between sequences of separate buffers (``seq_cp`` over all positions; a part
-        is refused) at the start of the next decode, in the order asked, and the bits move
-        unchanged, so a swap goes through the spare sequence; an empty ``b`` needs one copy."""
-        memory = self._lib.llama_get_memory(self._ctx.ctx)
-        copy = self._lib.llama_memory_seq_cp
-        if b.tokens:
-            copy(memory, a.seq, self._spare, -1, -1)
-            copy(memory, b.seq, a.seq, -1, -1)
-            copy(memory, self._spare, b.seq, -1, -1)
-            self._ctx.kv_cache_seq_rm(self._spare, 0, -1)
-        else:
-            copy(memory, a.seq, b.seq, -1, -1)
-            self._ctx.kv_cache_seq_rm(a.seq, 0, -1)
-        self.pool.trade(a, b)
-        self.calls = self.calls.layout(moves=1)
 
     def _step(self) -> None:
         """One token of every decoding generation, in one batch."""
