@@ -18,8 +18,8 @@ from atts.engines._gaps import better_place
 
 
 class Mover:
-    """Moves for one context of ``n_seq`` pool sequences; ``spare``: whether the context was
-    made with one more (``streams``), which moving needs."""
+    """Moves for one context whose pool has ``n_seq`` sequences.  The context is made with
+    ``streams`` sequences: one more than the pool's (the spare) when moves are on."""
 
     def __init__(self, lib: Any, n_seq: int, enabled: bool) -> None:
         self._lib = lib
