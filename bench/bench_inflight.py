@@ -6,8 +6,10 @@ machine's cores, one run after the other on one boot: target-only and the defaul
 they start (``-nomove``: the engine before they were moved, ``atts.engines._gaps``).
 Then tabulates every run against target-only at 8 and at its own samples in flight: wall time,
 tokens a second (every token any engine wrote or scored: runs whose samples took other paths
-compare by it), speed-up, pass@1 and its paired difference, and how the engines spent their calls (sequences a
-decode call, ms a row, target rows per drafted token, moves, throwaway rows, busy shares).
+compare by it), speed-up, pass@1 and its paired difference, and how the engines spent their
+calls (sequences a decode call, ms a row, target rows per drafted token, moves, throwaway
+rows, busy shares).  ``--limit 20 --only atts-m8 to-m16`` runs part of the plan on questions
+0-19, and ``report --reference to-m16`` divides by that target-only run.
 
     .venv/bin/python bench/bench_inflight.py run --root runs/bench/inflight
     for m in 8 16 32; do .venv/bin/atts probe --json --max-active-samples $m --context 512 \\
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-JOB = ["--dataset", "gsm8k", "--limit", "5", "--samples", "4", "--no-progress"]
+JOB = ["--dataset", "gsm8k", "--samples", "4", "--no-progress"]
 NO_MOVE = ("import sys\n"
            "import atts.engines._llama_loop as loop\n"
            "loop.better_place = lambda *args, **kwargs: None  # the engine before the moves\n"
@@ -58,8 +60,10 @@ def plan(max_active: list[int]) -> list[tuple[str, list[str], bool]]:
 
 def run(args: argparse.Namespace) -> int:
     for name, extra, moved in plan(args.max_active):
+        if args.only and name not in args.only:
+            continue
         out = args.root / name
-        command = ["run", *JOB, *extra, "--out", str(out)]
+        command = ["run", *JOB, "--limit", str(args.limit), *extra, "--out", str(out)]
         print(f"== {time.strftime('%H:%M:%S')} {name} load {os.getloadavg()[0]:.2f}",
               flush=True)
         argv = ([sys.executable, "-m", "atts", *command] if moved
@@ -117,25 +121,28 @@ def _cell(value: float | None, spec: str) -> str:
 def report(args: argparse.Namespace) -> int:
     root: Path = args.root
     folders = {p.name: p for p in sorted(root.iterdir()) if (p / "manifest.json").is_file()}
-    if "to-m8" not in folders:
-        print(f"bench_inflight: no finished to-m8 run under {root}", file=sys.stderr)
+    reference = args.reference
+    if reference not in folders:
+        print(f"bench_inflight: no finished {reference} run under {root}", file=sys.stderr)
         return 2
+    questions = int(_summary(folders[reference], [], None)["questions"])
     lines = [
-        f"`make demo`'s job (GSM8K 0-4 x 4), {platform.machine()}, {os.cpu_count()} cores; "
+        f"GSM8K 0-{questions - 1} x 4, {platform.machine()}, {os.cpu_count()} cores; "
         f"written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.  Speed-ups divide "
         "target-only's wall by the run's (same boot); pass@1 differences are paired by "
-        "question, with their 95% bootstrap intervals: 5 questions decide nothing.", "",
-        "| run | wall s | tokens a second | vs target-only at 8 | vs target-only at its own in flight "
-        "| pass@1 [95% CI] | minus target-only at 8 | rejected | sequences a decode call "
+        f"question, with their 95% bootstrap intervals over {questions} questions.", "",
+        f"| run | wall s | tokens a second | vs {reference} "
+        "| vs target-only at its own in flight "
+        f"| pass@1 [95% CI] | minus {reference} | rejected | sequences a decode call "
         "d / t | ms a decode row d / t | target rows per drafted token | moves d / t "
         "| throwaway rows d / t | busy d / t | cores used | steal "
-        "| measured / bound | speed-up bound vs target-only at 8 |",
+        f"| measured / bound | speed-up bound vs {reference} |",
         "|" + "---|" * 18]
     gaps: list[str] = []
     for name, folder in folders.items():
         own = folder.with_name("to-" + name.split("-")[1])
-        bases = [folders["to-m8"]] + ([own] if own.name in folders and own.name != "to-m8"
-                                      and name != own.name else [])
+        bases = [folders[reference]] + ([own] if own.name in folders
+                                        and own.name != reference and name != own.name else [])
         in_flight = name.split("-")[1].lstrip("m")
         probe = (Path(args.probes.format(m=in_flight)) if args.probes else None)
         summary = _summary(folder, bases, probe)
@@ -164,7 +171,7 @@ def report(args: argparse.Namespace) -> int:
             (_cell(speed[1], ".2f") + "x") if len(speed) > 1 and speed[1] else "-",
             f"{summary['pass@1']:.3f} [{summary['pass@1_ci95'][0]:.2f}, "
             f"{summary['pass@1_ci95'][1]:.2f}]",
-            "-" if name == "to-m8" or diff is None else
+            "-" if name == reference or diff is None else
             f"{diff['estimate']:+.3f} [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]",
             _cell(summary.get("rejection_rate"), ".2f"),
             both("mean_decode_batch", ".1f"), both("decode_ms_per_row", ".0f"),
@@ -196,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mode", choices=("run", "report"))
     parser.add_argument("--root", type=Path, default=Path("runs/bench/inflight"))
     parser.add_argument("--max-active", nargs="+", type=int, default=[8, 16, 32])
+    parser.add_argument("--limit", type=int, default=5, help="run: GSM8K questions 0..N-1")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run: these runs of the plan")
+    parser.add_argument("--reference", default="to-m8",
+                        help="report: the target-only run every speed-up divides")
     parser.add_argument("--markdown", help="report: write the table here")
     parser.add_argument("--probes", help="report: `atts probe --json` files by samples in "
                         "flight, e.g. bench/results/probe-m{m}.json: each run's bound")
