@@ -385,6 +385,26 @@ def test_a_generation_streams_its_tokens_as_they_are_decoded(
     assert run(engine.generate(prompt, params)).token_ids == gen.token_ids  # no side effect
 
 
+def _five_samples(eng: Any) -> tuple[list[list[int]], list[int], list[SamplingParams]]:
+    """Five samples' prompts, one step for all (mid-count: no end of turn next), and each
+    sample's sampling parameters (its own cache key)."""
+    prompts = [eng.render_chat([ChatMessage("user", f"Count from {i} to {i + 9}.")])
+               for i in range(5)]
+    step = eng.tokenize(" One, two, three, four,")
+    params = [SamplingParams(max_tokens=10, temperature=0.9, seed=i, cache_key=f"q#{i}")
+              for i in range(5)]
+    return prompts, step, params
+
+
+async def _three_together(eng: Any, prompts: list[list[int]], step: list[int],
+                          params: list[SamplingParams]) -> list[Any]:
+    """Each sample scores the step in a sequence of its own (sample i on seq_id i); then
+    samples 0, 2 and 4 generate together."""
+    for i, prompt in enumerate(prompts):
+        await eng.score(prompt, step, cache_key=f"q#{i}")
+    return await asyncio.gather(*(eng.generate(prompts[i] + step, params[i]) for i in (0, 2, 4)))
+
+
 def test_a_batch_with_gaps_is_padded_and_stays_exact() -> None:
     """Five samples each hold a sequence; samples 0, 2 and 4 decode together, so the batch
     has idle sequences 1 and 3 between its rows.  Those gaps are filled with throwaway rows
@@ -398,21 +418,11 @@ def test_a_batch_with_gaps_is_padded_and_stays_exact() -> None:
     eng = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2, compact=False)
     alone = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2)
     try:
-        prompts = [eng.render_chat([ChatMessage("user", f"Count from {i} to {i + 9}.")])
-                   for i in range(5)]
-        step = eng.tokenize(" One, two, three, four,")  # mid-count: no end of turn next
-        for i, prompt in enumerate(prompts):  # each sample takes a sequence of its own
-            run(eng.score(prompt, step, cache_key=f"q#{i}"))
+        prompts, step, params = _five_samples(eng)
+        for i, prompt in enumerate(prompts):
             run(alone.score(prompt, step, cache_key=f"q#{i}"))
+        padded = run(_three_together(eng, prompts, step, params))
         assert [s.owner for s in eng._loop.pool.slots] == [f"q#{i}" for i in range(5)]
-        params = [SamplingParams(max_tokens=10, temperature=0.9, seed=i, cache_key=f"q#{i}")
-                  for i in range(5)]
-
-        async def together() -> list[Any]:
-            return await asyncio.gather(*(eng.generate(prompts[i] + step, params[i])
-                                          for i in (0, 2, 4)))
-
-        padded = run(together())
         assert eng.peak_batch == 3 and eng.call_stats.padded_rows > 0
         assert eng.call_stats.moves == 0
         assert all(len(out.token_ids) == 10 for out in padded)
@@ -440,19 +450,8 @@ def test_generations_move_beside_the_decoding_ones_and_stay_exact() -> None:
     eng = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2)
     alone = LlamaCppEngine(path, n_ctx=1024, n_contexts=5, n_threads=2, compact=False)
     try:
-        prompts = [eng.render_chat([ChatMessage("user", f"Count from {i} to {i + 9}.")])
-                   for i in range(5)]
-        step = eng.tokenize(" One, two, three, four,")
-        for i, prompt in enumerate(prompts):
-            run(eng.score(prompt, step, cache_key=f"q#{i}"))
-        params = [SamplingParams(max_tokens=10, temperature=0.9, seed=i, cache_key=f"q#{i}")
-                  for i in range(5)]
-
-        async def together() -> list[Any]:
-            return await asyncio.gather(*(eng.generate(prompts[i] + step, params[i])
-                                          for i in (0, 2, 4)))
-
-        moved = run(together())
+        prompts, step, params = _five_samples(eng)
+        moved = run(_three_together(eng, prompts, step, params))
         stats = eng.call_stats
         assert stats.moves == 2 and stats.padded_rows == 0 and eng.peak_batch == 3
         seq = {s.owner: s.seq for s in eng._loop.pool.slots}
@@ -466,7 +465,7 @@ def test_generations_move_beside_the_decoding_ones_and_stay_exact() -> None:
             np.testing.assert_allclose(again.logprobs, reference, atol=SCORE_ATOL, rtol=0)
         # The movers' histories, their generations included, went with them: scored next,
         # they equal the same batch decoded in place (padded, nothing moved), bit for bit.
-        run(padded_twin(alone, prompts, step, params))
+        run(_three_together(alone, prompts, step, params))
         for i, out in zip((0, 2, 4), moved, strict=True):
             ids = prompts[i] + step + list(out.token_ids)
             again = run(eng.score(ids, step, cache_key=f"q#{i}"))
@@ -475,15 +474,6 @@ def test_generations_move_beside_the_decoding_ones_and_stay_exact() -> None:
     finally:
         run(eng.close())
         run(alone.close())
-
-
-async def padded_twin(eng: Any, prompts: list[list[int]], step: list[int],
-                      params: list[SamplingParams]) -> None:
-    """``eng`` (compact off) brought to the state of the moving test's engine: five scored
-    samples, then 0, 2 and 4 decoded together in place."""
-    for i, prompt in enumerate(prompts):
-        await eng.score(prompt, step, cache_key=f"q#{i}")
-    await asyncio.gather(*(eng.generate(prompts[i] + step, params[i]) for i in (0, 2, 4)))
 
 
 def test_a_generation_moves_only_where_it_saves_a_pass_or_a_row() -> None:
