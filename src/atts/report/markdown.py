@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from atts.report.summary import WALL_SOURCES, seconds_text
+from atts.report.summary import WALL_SOURCES, figure_text, seconds_text
 
 PLOT_TITLES = {
     "rejection": "Realised vs nominal rejection rate",
@@ -149,15 +149,12 @@ def _engine_table(use: Mapping[str, Any] | None) -> list[str]:
                         "prefill rows", "of them prompts", "re-read", "ms per prefill row",
                         "busy share of the wall"]), _table_row(["---"] * 9)]
 
-    def cell(value: float | None, spec: str) -> str:
-        return "-" if value is None else format(value, spec)
-
     for role, e in use["engines"].items():
         rows.append(_table_row([
-            role, f"{e['decode_rows']:,}", cell(e["mean_decode_batch"], ".2f"),
-            cell(e["decode_ms_per_row"], ".1f"), f"{e['prefill_rows']:,}",
-            cell(e["prompt_rows"], ","), cell(e["reread_rows"], ","),
-            cell(e["prefill_ms_per_row"], ".1f"), cell(e["busy_share"], ".2f")]))
+            role, f"{e['decode_rows']:,}", figure_text(e["mean_decode_batch"], ".2f"),
+            figure_text(e["decode_ms_per_row"], ".1f"), f"{e['prefill_rows']:,}",
+            figure_text(e["prompt_rows"], ","), figure_text(e["reread_rows"], ","),
+            figure_text(e["prefill_ms_per_row"], ".1f"), figure_text(e["busy_share"], ".2f")]))
     out = ["Engine calls (the manifest's `last_session.engine_calls`): a decode call reads "
            "every weight once, so few sequences a call cost more per row; re-read rows are "
            "context read again after its cached sequence went to another sample.", "", *rows,

@@ -135,17 +135,20 @@ def engine_use_lines(use: dict[str, Any] | None) -> list[str]:
     lines = [_row("engine calls", head)]
     for role, e in use["engines"].items():
         lines.append(_row(f"  {role}", "".join([
-            f"{e['decode_rows']:>13,}", _cell(e["mean_decode_batch"], 8, ".1f"),
-            _cell(e["decode_ms_per_row"], 8, ".0f"), f"{e['prefill_rows']:>14,}",
-            _cell(e["prompt_rows"], 9, ","), _cell(e["reread_rows"], 9, ","),
-            _cell(e["prefill_ms_per_row"], 8, ".0f"), _cell(e["busy_share"], 6, ".2f")])))
+            f"{e['decode_rows']:>13,}", figure_text(e["mean_decode_batch"], ".1f", 8),
+            figure_text(e["decode_ms_per_row"], ".0f", 8), f"{e['prefill_rows']:>14,}",
+            figure_text(e["prompt_rows"], ",", 9), figure_text(e["reread_rows"], ",", 9),
+            figure_text(e["prefill_ms_per_row"], ".0f", 8),
+            figure_text(e["busy_share"], ".2f", 6)])))
     if use.get("rows_per_drafted_token") is not None:
         lines.append(_row("", f"the target read {use['rows_per_drafted_token']:.2f} rows per "
                               "drafted token beyond the prompts (scoring needs 1)"))
     return lines
 
 
-def _cell(value: float | None, width: int, spec: str) -> str:
+def figure_text(value: float | None, spec: str, width: int = 0) -> str:
+    """``value`` formatted by ``spec``, or ``-`` when there is none, right-aligned in
+    ``width`` characters."""
     return f"{'-' if value is None else format(value, spec):>{width}}"
 
 
