@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from atts.report.summary import figure_text
+
 JOB = ["--dataset", "gsm8k", "--samples", "4", "--no-progress"]
 NO_MOVE = ("import sys\n"
            "import atts.engines._llama_loop as loop\n"
@@ -114,10 +116,6 @@ def gap_parts(summary: dict[str, Any], calls: dict[str, Any]) -> dict[str, tuple
     }
 
 
-def _cell(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def report(args: argparse.Namespace) -> int:
     root: Path = args.root
     folders = {p.name: p for p in sorted(root.iterdir()) if (p / "manifest.json").is_file()}
@@ -125,7 +123,56 @@ def report(args: argparse.Namespace) -> int:
     if reference not in folders:
         print(f"bench_inflight: no finished {reference} run under {root}", file=sys.stderr)
         return 2
-    questions = int(_summary(folders[reference], [], None)["questions"])
+    rows: list[str] = []
+    questions = 0  # the reference's, read from its summary in the loop
+    gaps: list[str] = []
+    for name, folder in folders.items():
+        own = folder.with_name("to-" + name.split("-")[1])
+        bases = [folders[reference]] + ([own] if own.name in folders
+                                        and own.name != reference and name != own.name else [])
+        in_flight = name.split("-")[1].lstrip("m")
+        probe = (Path(args.probes.format(m=in_flight)) if args.probes else None)
+        summary = _summary(folder, bases, probe)
+        if name == reference:
+            questions = int(summary["questions"])
+        bound = summary.get("bound")
+        use = summary.get("engine_use") or {"engines": {}}
+        engines = use["engines"]
+        manifest = json.loads((folder / "manifest.json").read_text())
+        calls = manifest["last_session"].get("engine_calls", {})
+        session = manifest.get("sessions", [{}])[-1]
+
+        def both(key: str, spec: str, source: dict[str, Any] = engines) -> str:
+            return " / ".join(figure_text(source.get(r, {}).get(key), spec)
+                              for r in ("draft", "target"))
+
+        speed = [b["speedup"] for b in summary["baselines"]]
+        diff = summary["baselines"][0].get("pass@1_difference")
+        if bound is not None and not name.startswith("to-"):
+            parts = gap_parts(summary, calls)
+            gaps.append(f"| {name} | {summary['wall_seconds']:.0f} | "
+                        f"{bound['bound_seconds']:.0f} | " + " | ".join(
+                            f"{parts[k][0]:.0f} / {parts[k][1]:.0f}" for k in GAP_PARTS) + " |")
+        rows.append("| " + " | ".join([
+            name, f"{summary['wall_seconds']:.0f}",
+            f"{summary['tokens']['total'] / summary['wall_seconds']:.1f}",
+            figure_text(speed[0], ".2f") + "x" if speed[0] is not None else "-",
+            (figure_text(speed[1], ".2f") + "x") if len(speed) > 1 and speed[1] else "-",
+            f"{summary['pass@1']:.3f} [{summary['pass@1_ci95'][0]:.2f}, "
+            f"{summary['pass@1_ci95'][1]:.2f}]",
+            "-" if name == reference or diff is None else
+            f"{diff['estimate']:+.3f} [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]",
+            figure_text(summary.get("rejection_rate"), ".2f"),
+            both("mean_decode_batch", ".1f"), both("decode_ms_per_row", ".0f"),
+            figure_text(use.get("rows_per_drafted_token"), ".2f"),
+            both("moves", "d", calls), both("padded_rows", ",", calls),
+            both("busy_share", ".2f"),
+            figure_text(manifest["last_session"].get("cores_used"), ".2f"),
+            figure_text((session.get("cpu_share") or {}).get("steal"), ".3f"),
+            "-" if bound is None else figure_text(bound["measured_over_bound"], ".2f"),
+            "-" if bound is None or name.startswith("to-") else
+            figure_text(bound["baselines"][0]["speedup_bound"], ".2f") + "x",
+        ]) + " |")
     lines = [
         f"GSM8K 0-{questions - 1} x 4, {platform.machine()}, {os.cpu_count()} cores; "
         f"written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.  Speed-ups divide "
@@ -138,52 +185,7 @@ def report(args: argparse.Namespace) -> int:
         "| throwaway rows d / t | busy d / t | cores used | steal "
         f"| measured / bound | speed-up bound vs {reference} |",
         "|" + "---|" * 18]
-    gaps: list[str] = []
-    for name, folder in folders.items():
-        own = folder.with_name("to-" + name.split("-")[1])
-        bases = [folders[reference]] + ([own] if own.name in folders
-                                        and own.name != reference and name != own.name else [])
-        in_flight = name.split("-")[1].lstrip("m")
-        probe = (Path(args.probes.format(m=in_flight)) if args.probes else None)
-        summary = _summary(folder, bases, probe)
-        bound = summary.get("bound")
-        use = summary.get("engine_use") or {"engines": {}}
-        engines = use["engines"]
-        manifest = json.loads((folder / "manifest.json").read_text())
-        calls = manifest["last_session"].get("engine_calls", {})
-        session = manifest.get("sessions", [{}])[-1]
-
-        def both(key: str, spec: str, source: dict[str, Any] = engines) -> str:
-            return " / ".join(_cell(source.get(r, {}).get(key), spec)
-                              for r in ("draft", "target"))
-
-        speed = [b["speedup"] for b in summary["baselines"]]
-        diff = summary["baselines"][0].get("pass@1_difference")
-        if bound is not None and not name.startswith("to-"):
-            parts = gap_parts(summary, calls)
-            gaps.append(f"| {name} | {summary['wall_seconds']:.0f} | "
-                        f"{bound['bound_seconds']:.0f} | " + " | ".join(
-                            f"{parts[k][0]:.0f} / {parts[k][1]:.0f}" for k in GAP_PARTS) + " |")
-        lines.append("| " + " | ".join([
-            name, f"{summary['wall_seconds']:.0f}",
-            f"{summary['tokens']['total'] / summary['wall_seconds']:.1f}",
-            _cell(speed[0], ".2f") + "x" if speed[0] is not None else "-",
-            (_cell(speed[1], ".2f") + "x") if len(speed) > 1 and speed[1] else "-",
-            f"{summary['pass@1']:.3f} [{summary['pass@1_ci95'][0]:.2f}, "
-            f"{summary['pass@1_ci95'][1]:.2f}]",
-            "-" if name == reference or diff is None else
-            f"{diff['estimate']:+.3f} [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]",
-            _cell(summary.get("rejection_rate"), ".2f"),
-            both("mean_decode_batch", ".1f"), both("decode_ms_per_row", ".0f"),
-            _cell(use.get("rows_per_drafted_token"), ".2f"),
-            both("moves", "d", calls), both("padded_rows", ",", calls),
-            both("busy_share", ".2f"),
-            _cell(manifest["last_session"].get("cores_used"), ".2f"),
-            _cell((session.get("cpu_share") or {}).get("steal"), ".3f"),
-            "-" if bound is None else _cell(bound["measured_over_bound"], ".2f"),
-            "-" if bound is None or name.startswith("to-") else
-            _cell(bound["baselines"][0]["speedup_bound"], ".2f") + "x",
-        ]) + " |")
+    lines += rows
     lines += ["", "Where the wall goes beyond the bound (ATTS runs with a probe; seconds measured "
               "from the engines' calls / at the bound, the probe's full-batch cost per token; "
               "the bound leaves prompts, the draft's reading of the target's text and the "
