@@ -61,6 +61,12 @@ def plan(max_active: list[int]) -> list[tuple[str, list[str], bool]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    names = [name for name, _, _ in plan(args.max_active)]
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        print(f"bench_inflight: --only {' '.join(unknown)}: not in the plan; choose from "
+              f"{' '.join(names)}", file=sys.stderr)
+        return 2
     for name, extra, moved in plan(args.max_active):
         if args.only and name not in args.only:
             continue

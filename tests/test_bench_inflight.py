@@ -56,3 +56,9 @@ def test_the_gap_to_the_bound_is_split_into_parts_that_add_up(bench, tmp_path) -
     # The target's prefill seconds split by rows: 40 of 263 were prompts.
     assert parts["target prompts"][0] == pytest.approx(5.26 * 40 / 263)
     assert parts["outside the calls"][0] == pytest.approx(20.0 - (8 + 1 + 2 + 5.26))
+
+
+def test_a_run_the_plan_does_not_have_is_refused_before_any_run(bench, tmp_path, capsys) -> None:
+    code = bench.main(["run", "--root", str(tmp_path), "--only", "atts-m9", "to-m8"])
+    assert code == 2 and not any(tmp_path.iterdir())
+    assert "--only atts-m9: not in the plan; choose from to-m8 atts-m8" in capsys.readouterr().err
